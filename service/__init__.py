@@ -1,0 +1,1 @@
+"""Ticket booking service: shows, bookings, and the transactional outbox."""

@@ -1,0 +1,67 @@
+"""python -m service migrate | api | relay | outbox-status — the wiring of each process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import sys
+
+from aiohttp import web
+
+from service.api import create_app
+from service.db.engine import migrate
+from service.logs import configure_logging
+from service.settings import Settings, SettingsError
+
+log = logging.getLogger("service")
+
+
+def run_api(settings: Settings) -> None:
+    if settings.api_workers == 1:
+        _serve(settings, reuse_port=False)
+        return
+    # Several processes on one port; the kernel spreads connections over them. Each has its own
+    # pool and coalescer: the database, not a process, decides what is booked.
+    workers = [
+        multiprocessing.Process(target=_serve, args=(settings, True), name=f"api-{n}")
+        for n in range(settings.api_workers)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+def _serve(settings: Settings, reuse_port: bool) -> None:
+    configure_logging(settings.log_level)
+    web.run_app(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        reuse_port=reuse_port,
+        access_log=None,
+        print=lambda *_: log.info("api listening on %s:%d", settings.http_host, settings.http_port),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service")
+    parser.add_argument("command", choices=["migrate", "api"])
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    if args.command == "migrate":
+        migrate(settings.database_url)
+        log.info("database migrated to head")
+    elif args.command == "api":
+        run_api(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

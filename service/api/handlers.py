@@ -1,0 +1,85 @@
+"""Thin handlers: parse, call one operation, answer. Errors go to the one map in errors.py."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from service.api.correlation import correlation_id_of
+from service.api.errors import InvalidRequest, error_response
+from service.api.schemas import BookTicketsBody, NewShowBody
+from service.api.state import COALESCER, READ_SESSIONS
+from service.db.booking import get_booking
+from service.db.shows import NewShow, create_show, get_show
+from service.domain import BookingNotFound, BookingRequest, ShowNotFound
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def _parse(request: web.Request, model: type[M]) -> M:
+    if request.content_type != "application/json":
+        raise InvalidRequest("Content-Type must be application/json")
+    raw = await request.read()  # raises 413 past the app's client_max_size
+    try:
+        body: Any = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidRequest("body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object")
+    return model.model_validate_json(raw)
+
+
+def _uuid_in_path(request: web.Request, name: str, not_found: Exception) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info[name])
+    except ValueError:
+        raise not_found from None
+
+
+async def post_show(request: web.Request) -> web.Response:
+    body = await _parse(request, NewShowBody)
+    show = NewShow(
+        body.dead_nation_id, body.number_of_tickets, body.start_time, body.title, body.venue
+    )
+    show_id, created = await create_show(request.app[READ_SESSIONS], show)
+    return web.json_response({"show_id": str(show_id)}, status=201 if created else 200)
+
+
+async def get_show_handler(request: web.Request) -> web.Response:
+    show_id = _uuid_in_path(request, "show_id", ShowNotFound())
+    return web.json_response(await get_show(request.app[READ_SESSIONS], show_id))
+
+
+async def post_book_tickets(request: web.Request) -> web.Response:
+    body = await _parse(request, BookTicketsBody)
+    booking = BookingRequest(
+        show_id=body.show_id,
+        number_of_tickets=body.number_of_tickets,
+        customer_email=str(body.customer_email),
+        correlation_id=correlation_id_of(request),
+    )
+    await request.app[COALESCER].book(booking)
+    return web.json_response({"booking_id": str(booking.booking_id)}, status=201)
+
+
+async def get_booking_handler(request: web.Request) -> web.Response:
+    booking_id = _uuid_in_path(request, "booking_id", BookingNotFound())
+    return web.json_response(await get_booking(request.app[READ_SESSIONS], booking_id))
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    try:
+        async with request.app[READ_SESSIONS]() as session:
+            await session.execute(text("SELECT 1"))
+    except Exception as error:  # any failure to answer means not ready
+        return error_response(503, f"database unavailable: {type(error).__name__}")
+    return web.json_response({"status": "ready"})

@@ -1,0 +1,1 @@
+"""PostgreSQL: tables, engine, and the transactions the service runs."""

@@ -1,0 +1,128 @@
+"""The booking transaction: capacity check, counter, bookings and outbox rows, all or nothing."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.db.engine import retry_serializable
+from service.db.tables import bookings, outbox, shows
+from service.domain import (
+    BOOKING_MADE,
+    BatchDecision,
+    BookingMade,
+    BookingNotFound,
+    BookingRequest,
+    Capacity,
+    ShowNotFound,
+    decide,
+)
+
+
+@dataclass(slots=True)
+class BookingStats:
+    """Counters the benchmark reads: how much contention the transactions met."""
+
+    transactions: int = 0
+    retries: int = 0
+    bookings: int = 0
+
+    def count_retry(self) -> None:
+        self.retries += 1
+
+
+async def book_batch(
+    sessions: async_sessionmaker[AsyncSession],
+    show_id: uuid.UUID,
+    requests: list[BookingRequest],
+    max_attempts: int,
+    stats: BookingStats | None = None,
+) -> BatchDecision:
+    """Book a batch of requests for one show in one SERIALIZABLE transaction, retried on conflict.
+
+    Raises ShowNotFound for an unknown show and RetriesExhausted when contention never lets up.
+    """
+    stats = stats if stats is not None else BookingStats()
+
+    async def transaction() -> BatchDecision:
+        async with sessions() as session, session.begin():
+            return await _book(session, show_id, requests)
+
+    decision = await retry_serializable(transaction, max_attempts, stats.count_retry)
+    stats.transactions += 1
+    stats.bookings += len(decision.accepted)
+    return decision
+
+
+async def _book(
+    session: AsyncSession, show_id: uuid.UUID, requests: list[BookingRequest]
+) -> BatchDecision:
+    row = (
+        await session.execute(
+            select(shows.c.number_of_tickets, shows.c.tickets_booked).where(
+                shows.c.show_id == show_id
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        raise ShowNotFound()
+    decision = decide(Capacity(row.number_of_tickets, row.tickets_booked), requests)
+    if not decision.accepted:
+        return decision
+    # Counter first: the row lock it takes orders concurrent writers of one show, so outbox ids
+    # (taken below) follow commit order for that show.
+    await session.execute(
+        update(shows)
+        .where(shows.c.show_id == show_id)
+        .values(tickets_booked=shows.c.tickets_booked + decision.tickets_accepted)
+    )
+    now = datetime.now(UTC)
+    await session.execute(insert(bookings), [_booking_row(r, now) for r in decision.accepted])
+    await session.execute(insert(outbox), [_outbox_row(r, now) for r in decision.accepted])
+    return decision
+
+
+def _booking_row(request: BookingRequest, now: datetime) -> dict[str, Any]:
+    return {
+        "booking_id": request.booking_id,
+        "show_id": request.show_id,
+        "number_of_tickets": request.number_of_tickets,
+        "customer_email": request.customer_email,
+        "correlation_id": request.correlation_id,
+        "created_at": now,
+    }
+
+
+def _outbox_row(request: BookingRequest, now: datetime) -> dict[str, Any]:
+    event = BookingMade.for_booking(request, now)
+    return {
+        "event_id": event.event_id,
+        "routing_key": BOOKING_MADE,
+        "ordering_key": request.show_id,
+        "payload": event.body(),
+        "correlation_id": request.correlation_id,
+        "created_at": now,
+    }
+
+
+async def get_booking(
+    sessions: async_sessionmaker[AsyncSession], booking_id: uuid.UUID
+) -> dict[str, Any]:
+    async with sessions() as session:
+        row = (
+            await session.execute(select(bookings).where(bookings.c.booking_id == booking_id))
+        ).one_or_none()
+    if row is None:
+        raise BookingNotFound()
+    return {
+        "booking_id": str(row.booking_id),
+        "show_id": str(row.show_id),
+        "number_of_tickets": row.number_of_tickets,
+        "customer_email": row.customer_email,
+        "created_at": row.created_at.isoformat(),
+    }

@@ -1,0 +1,117 @@
+"""Engine, sessions, migrations, and the retry of transactions that lost a serialization race."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from alembic import command
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Serialization failure and deadlock: the transaction did nothing and may simply run again.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        # Each pooled connection keeps the SQL it prepared; booking runs the same few statements.
+        connect_args={"server_settings": {"application_name": "tickets"}},
+    )
+
+
+def serializable_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    serializable = engine.execution_options(isolation_level="SERIALIZABLE")
+    return async_sessionmaker(serializable, expire_on_commit=False)
+
+
+def is_retryable(error: BaseException) -> bool:
+    orig = getattr(error, "orig", None)
+    return isinstance(error, DBAPIError) and getattr(orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+class RetriesExhausted(Exception):
+    def __init__(self, attempts: int) -> None:
+        super().__init__(f"serialization retries exhausted after {attempts} attempts")
+        self.attempts = attempts
+
+
+async def retry_serializable(
+    transaction: Callable[[], Awaitable[T]],
+    max_attempts: int,
+    on_retry: Callable[[], None] | None = None,
+) -> T:
+    """Run `transaction` until it commits; a lost race (40001/40P01, also at COMMIT) runs it again.
+
+    Full jitter keeps competing transactions from colliding again in lockstep.
+    """
+    for attempt in range(1, max_attempts + 1):
+        try:
+            return await transaction()
+        except DBAPIError as error:
+            if not is_retryable(error) or attempt == max_attempts:
+                if is_retryable(error):
+                    raise RetriesExhausted(attempt) from error
+                raise
+            if on_retry is not None:
+                on_retry()
+            await asyncio.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))
+    raise AssertionError("unreachable")
+
+
+async def create_database_if_missing(database_url: str) -> bool:
+    """Create the database named in the URL; True if it had to be made."""
+    url = make_url(database_url)
+    name = url.database
+    if not name:
+        raise ValueError("DATABASE_URL names no database")
+    conn = await asyncpg.connect(
+        host=url.host or "127.0.0.1",
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database="postgres",
+    )
+    try:
+        if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return False
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        log.info("created database %s", name)
+        return True
+    finally:
+        await conn.close()
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "alembic"))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def migrate(database_url: str) -> None:
+    """Create the database if it is missing, then run Alembic to head (blocking; own event loop)."""
+    asyncio.run(create_database_if_missing(database_url))
+    command.upgrade(alembic_config(database_url), "head")

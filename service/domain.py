@@ -1,0 +1,122 @@
+"""The booking rules: pure, no I/O. The capacity rule lives here and nowhere else."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+BOOKING_MADE = "BookingMade"
+
+
+class DomainError(Exception):
+    """A request the rules refuse; the API maps each subclass to one HTTP status."""
+
+    message = "request refused"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotEnoughSeats(DomainError):
+    message = "not enough seats available"
+
+
+class ShowNotFound(DomainError):
+    message = "show not found"
+
+
+class BookingNotFound(DomainError):
+    message = "booking not found"
+
+
+class ContentionExhausted(DomainError):
+    """Serialization retries ran out; the caller may try again shortly."""
+
+    message = "the show is busy, please retry"
+
+
+@dataclass(frozen=True, slots=True)
+class BookingRequest:
+    show_id: uuid.UUID
+    number_of_tickets: int
+    customer_email: str
+    correlation_id: str
+    booking_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    number_of_tickets: int
+    tickets_booked: int
+
+    @property
+    def available(self) -> int:
+        return self.number_of_tickets - self.tickets_booked
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDecision:
+    accepted: list[BookingRequest]
+    rejected: list[BookingRequest]
+
+    @property
+    def tickets_accepted(self) -> int:
+        return sum(r.number_of_tickets for r in self.accepted)
+
+
+def decide(capacity: Capacity, requests: list[BookingRequest]) -> BatchDecision:
+    """Accept, in arrival order, every request that still fits.
+
+    This is exactly what serving the requests one by one would give: a request for 1 behind a
+    refused request for 5 can still be accepted.
+    """
+    available = capacity.available
+    accepted: list[BookingRequest] = []
+    rejected: list[BookingRequest] = []
+    for request in requests:
+        if request.number_of_tickets <= available:
+            accepted.append(request)
+            available -= request.number_of_tickets
+        else:
+            rejected.append(request)
+    return BatchDecision(accepted, rejected)
+
+
+@dataclass(frozen=True, slots=True)
+class BookingMade:
+    """The event every accepted booking publishes, in the shape of the event contract."""
+
+    event_id: uuid.UUID
+    published_at: datetime
+    booking_id: uuid.UUID
+    show_id: uuid.UUID
+    number_of_tickets: int
+    customer_email: str
+
+    @classmethod
+    def for_booking(cls, request: BookingRequest, committed_at: datetime) -> BookingMade:
+        return cls(
+            event_id=uuid.uuid4(),
+            published_at=committed_at,
+            booking_id=request.booking_id,
+            show_id=request.show_id,
+            number_of_tickets=request.number_of_tickets,
+            customer_email=request.customer_email,
+        )
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "header": {
+                "id": str(self.event_id),
+                "published_at": self.published_at.isoformat(),
+                # One booking is one effect downstream; consumers and the ticket provider
+                # deduplicate on this key.
+                "idempotency_key": str(self.booking_id),
+            },
+            "booking_id": str(self.booking_id),
+            "show_id": str(self.show_id),
+            "number_of_tickets": self.number_of_tickets,
+            "customer_email": self.customer_email,
+        }

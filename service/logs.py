@@ -1,0 +1,20 @@
+"""Process-wide logging: one line per event, with the request's correlation id."""
+
+from __future__ import annotations
+
+import logging
+
+from service.api.correlation import CorrelationFilter
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(CorrelationFilter())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # aiohttp's access log would print a line per booking during a sale; keep it at WARNING.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

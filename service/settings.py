@@ -1,0 +1,101 @@
+"""Settings read once from the environment into a frozen object.
+
+A bad value fails at start with a message naming the variable, instead of surfacing later as an
+obscure connection error in the middle of a sale.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A variable in the environment has a value the service cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/tickets"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    events_exchange: str = "events"
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    # Worker processes for the API, all on one port (SO_REUSEPORT); the database stays the
+    # source of truth, so several processes are as safe as one.
+    api_workers: int = 1
+    # Per-show coalescing: requests for one show queued while a transaction runs are booked
+    # together in the next one. A batch is bounded so one transaction stays short.
+    booking_batch_max: int = 200
+    # Bounded retries of a transaction that lost a serialization race (SQLSTATE 40001/40P01).
+    booking_max_attempts: int = 12
+    db_pool_size: int = 10
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            database_url=_read(env, "DATABASE_URL", str, d.database_url, _url("postgresql")),
+            amqp_url=_read(env, "AMQP_URL", str, d.amqp_url, _url("amqp")),
+            events_exchange=_read(env, "EVENTS_EXCHANGE", str, d.events_exchange, _non_empty),
+            http_host=_read(env, "HTTP_HOST", str, d.http_host, _non_empty),
+            http_port=_read(env, "HTTP_PORT", int, d.http_port, _between(0, 65535)),
+            api_workers=_read(env, "API_WORKERS", int, d.api_workers, _between(1, 64)),
+            booking_batch_max=_read(
+                env, "BOOKING_BATCH_MAX", int, d.booking_batch_max, _between(1, 10_000)
+            ),
+            booking_max_attempts=_read(
+                env, "BOOKING_MAX_ATTEMPTS", int, d.booking_max_attempts, _between(1, 100)
+            ),
+            db_pool_size=_read(env, "DB_POOL_SIZE", int, d.db_pool_size, _between(1, 500)),
+            log_level=_read(env, "LOG_LEVEL", str.upper, d.log_level, _log_level),
+        )
+
+
+def _read(
+    env: Mapping[str, str],
+    name: str,
+    parse: Callable[[str], T],
+    default: T,
+    check: Callable[[T], str | None],
+) -> T:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = parse(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a valid {parse.__name__}") from None
+    problem = check(value)
+    if problem:
+        raise SettingsError(f"{name}={raw!r}: {problem}")
+    return value
+
+
+def _non_empty(value: str) -> str | None:
+    return None if value else "must not be empty"
+
+
+def _url(scheme: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value.startswith(scheme) else f"must be a {scheme}... URL"
+
+    return check
+
+
+def _between(low: int, high: int) -> Callable[[int], str | None]:
+    def check(value: int) -> str | None:
+        return None if low <= value <= high else f"must be between {low} and {high}"
+
+    return check
+
+
+def _log_level(value: str) -> str | None:
+    levels = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+    return None if value in levels else f"must be one of {sorted(levels)}"
