@@ -41,24 +41,26 @@ class Settings:
         env = os.environ if env is None else env
         d = cls()
         return cls(
-            database_url=_read(env, "DATABASE_URL", str, d.database_url, _url("postgresql")),
-            amqp_url=_read(env, "AMQP_URL", str, d.amqp_url, _url("amqp")),
-            events_exchange=_read(env, "EVENTS_EXCHANGE", str, d.events_exchange, _non_empty),
-            http_host=_read(env, "HTTP_HOST", str, d.http_host, _non_empty),
-            http_port=_read(env, "HTTP_PORT", int, d.http_port, _between(0, 65535)),
-            api_workers=_read(env, "API_WORKERS", int, d.api_workers, _between(1, 64)),
-            booking_batch_max=_read(
-                env, "BOOKING_BATCH_MAX", int, d.booking_batch_max, _between(1, 10_000)
+            database_url=read_env(
+                env, "DATABASE_URL", str, d.database_url, url_with_scheme("postgresql")
             ),
-            booking_max_attempts=_read(
-                env, "BOOKING_MAX_ATTEMPTS", int, d.booking_max_attempts, _between(1, 100)
+            amqp_url=read_env(env, "AMQP_URL", str, d.amqp_url, url_with_scheme("amqp")),
+            events_exchange=read_env(env, "EVENTS_EXCHANGE", str, d.events_exchange, non_empty),
+            http_host=read_env(env, "HTTP_HOST", str, d.http_host, non_empty),
+            http_port=read_env(env, "HTTP_PORT", int, d.http_port, between(0, 65535)),
+            api_workers=read_env(env, "API_WORKERS", int, d.api_workers, between(1, 64)),
+            booking_batch_max=read_env(
+                env, "BOOKING_BATCH_MAX", int, d.booking_batch_max, between(1, 10_000)
             ),
-            db_pool_size=_read(env, "DB_POOL_SIZE", int, d.db_pool_size, _between(1, 500)),
-            log_level=_read(env, "LOG_LEVEL", str.upper, d.log_level, _log_level),
+            booking_max_attempts=read_env(
+                env, "BOOKING_MAX_ATTEMPTS", int, d.booking_max_attempts, between(1, 100)
+            ),
+            db_pool_size=read_env(env, "DB_POOL_SIZE", int, d.db_pool_size, between(1, 500)),
+            log_level=read_env(env, "LOG_LEVEL", str.upper, d.log_level, log_level_name),
         )
 
 
-def _read(
+def read_env(
     env: Mapping[str, str],
     name: str,
     parse: Callable[[str], T],
@@ -78,24 +80,24 @@ def _read(
     return value
 
 
-def _non_empty(value: str) -> str | None:
+def non_empty(value: str) -> str | None:
     return None if value else "must not be empty"
 
 
-def _url(scheme: str) -> Callable[[str], str | None]:
+def url_with_scheme(scheme: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value.startswith(scheme) else f"must be a {scheme}... URL"
 
     return check
 
 
-def _between(low: int, high: int) -> Callable[[int], str | None]:
+def between(low: int, high: int) -> Callable[[int], str | None]:
     def check(value: int) -> str | None:
         return None if low <= value <= high else f"must be between {low} and {high}"
 
     return check
 
 
-def _log_level(value: str) -> str | None:
+def log_level_name(value: str) -> str | None:
     levels = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
     return None if value in levels else f"must be one of {sorted(levels)}"

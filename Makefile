@@ -1,0 +1,53 @@
+# make run: install, migrate, and run the API, the outbox relay and the consumers in the foreground.
+# make test: lint (ruff, mypy) and every test against the local PostgreSQL and RabbitMQ.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := python3 -m uv
+endif
+PY := $(UV) run --frozen
+export UV_PROJECT_ENVIRONMENT ?= .venv
+
+.PHONY: install run migrate api relay consumers lint test unit integration bench clean
+
+install:
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+
+migrate: install
+	$(PY) python -m service migrate
+
+# One foreground command: Ctrl-C (or a dying process) stops them all.
+run: migrate
+	@trap 'kill 0' EXIT INT TERM; \
+	$(PY) python -m service api & \
+	$(PY) python -m service relay & \
+	$(PY) python -m consumers run all & \
+	wait -n
+
+api: install
+	$(PY) python -m service api
+
+relay: install
+	$(PY) python -m service relay
+
+consumers: install
+	$(PY) python -m consumers run all
+
+lint: install
+	$(PY) ruff check .
+	$(PY) ruff format --check .
+	$(PY) mypy service consumers tests bench
+
+test: lint
+	$(PY) pytest
+
+unit: install
+	$(PY) pytest tests/unit
+
+bench: install
+	$(PY) python -m bench.booking
+	$(PY) python -m bench.relay
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

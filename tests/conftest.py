@@ -1,0 +1,49 @@
+"""Fixtures: each test run gets its own database and its own exchange/queue names."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from service.api import create_app
+from service.settings import Settings
+from tests.support.database import asyncpg_dsn, create_migrated_database, drop_database
+
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    url = await create_migrated_database()
+    yield url
+    await drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return dataclasses.replace(
+        Settings.from_env({}),
+        database_url=database_url,
+        events_exchange=f"events_test_{RUN_ID}",
+        http_port=0,
+    )
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    async with TestClient(TestServer(create_app(settings))) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection for checking invariants straight in the tables."""
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    yield conn
+    await conn.close()

@@ -1,0 +1,1 @@
+"""Shared test fixtures' building blocks: a database and broker names of the run's own."""

@@ -1,0 +1,60 @@
+import uuid
+from datetime import UTC, datetime
+
+from service.domain import BookingMade, BookingRequest, Capacity, decide
+
+SHOW = uuid.uuid4()
+
+
+def req(tickets: int) -> BookingRequest:
+    return BookingRequest(SHOW, tickets, "fan@example.com", "corr-1")
+
+
+def test_accepts_what_fits() -> None:
+    decision = decide(Capacity(10, 7), [req(3)])
+    assert decision.tickets_accepted == 3
+    assert not decision.rejected
+
+
+def test_refuses_what_does_not_fit() -> None:
+    decision = decide(Capacity(10, 8), [req(3)])
+    assert decision.accepted == []
+    assert decision.tickets_accepted == 0
+
+
+def test_sold_out_show_refuses_everything() -> None:
+    assert decide(Capacity(0, 0), [req(1)]).accepted == []
+
+
+def test_batch_is_served_in_arrival_order() -> None:
+    first, big, small, last = req(4), req(5), req(1), req(1)
+    decision = decide(Capacity(6, 0), [first, big, small, last])
+    # 4 fits; 5 doesn't fit in the 2 left; the 1 behind it still does, and so does the last 1.
+    assert decision.accepted == [first, small, last]
+    assert decision.rejected == [big]
+
+
+def test_batch_never_exceeds_capacity() -> None:
+    requests = [req(n % 4 + 1) for n in range(100)]
+    decision = decide(Capacity(57, 0), requests)
+    assert decision.tickets_accepted <= 57
+    left = 57 - decision.tickets_accepted
+    assert all(r.number_of_tickets > left for r in decision.rejected)
+
+
+def test_booking_made_body_follows_the_event_contract() -> None:
+    request = req(2)
+    committed = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    event = BookingMade.for_booking(request, committed)
+    body = event.body()
+    assert body == {
+        "header": {
+            "id": str(event.event_id),
+            "published_at": "2026-11-24T12:00:00+00:00",
+            "idempotency_key": str(request.booking_id),
+        },
+        "booking_id": str(request.booking_id),
+        "show_id": str(SHOW),
+        "number_of_tickets": 2,
+        "customer_email": "fan@example.com",
+    }

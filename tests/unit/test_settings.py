@@ -1,0 +1,31 @@
+import pytest
+
+from service.settings import Settings, SettingsError
+
+
+def test_defaults_work_with_local_services() -> None:
+    settings = Settings.from_env({})
+    assert settings.database_url.startswith("postgresql+asyncpg://")
+    assert settings.events_exchange == "events"
+    assert settings.http_port == 8080
+
+
+def test_reads_values() -> None:
+    settings = Settings.from_env({"HTTP_PORT": "9000", "EVENTS_EXCHANGE": "ev", "API_WORKERS": "2"})
+    assert (settings.http_port, settings.events_exchange, settings.api_workers) == (9000, "ev", 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("HTTP_PORT", "eighty"),
+        ("HTTP_PORT", "70000"),
+        ("DATABASE_URL", "mysql://x"),
+        ("AMQP_URL", "http://x"),
+        ("API_WORKERS", "0"),
+        ("LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_bad_value_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
