@@ -15,7 +15,7 @@ HEADER = "Correlation-ID"
 # Anything a client sends ends up in logs and on the broker: keep it short and printable.
 _VALID = re.compile(r"^[A-Za-z0-9._:/@+=-]{1,128}$")
 current: ContextVar[str] = ContextVar("correlation_id", default="-")
-CORRELATION_ID = "correlation_id"
+CORRELATION_ID = web.RequestKey("correlation_id", str)
 
 
 class CorrelationFilter(logging.Filter):
@@ -27,7 +27,7 @@ class CorrelationFilter(logging.Filter):
 
 
 def correlation_id_of(request: web.Request) -> str:
-    return str(request[CORRELATION_ID])
+    return request[CORRELATION_ID]
 
 
 @web.middleware
