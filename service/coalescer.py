@@ -16,6 +16,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from service.domain import BatchDecision, BookingRequest, NotEnoughSeats
 
@@ -34,6 +35,27 @@ class _Pending:
 class _ShowQueue:
     waiting: deque[_Pending] = field(default_factory=deque)
     worker: asyncio.Task[None] | None = None
+
+
+class Booker(Protocol):
+    async def book(self, request: BookingRequest) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class OneTransactionPerRequest:
+    """Every request its own transaction: the contention baseline (BOOKING_COALESCING=false)."""
+
+    def __init__(self, book_batch: BookBatch) -> None:
+        self._book_batch = book_batch
+
+    async def book(self, request: BookingRequest) -> None:
+        decision = await self._book_batch(request.show_id, [request])
+        if not decision.accepted:
+            raise NotEnoughSeats()
+
+    async def close(self) -> None:
+        return None
 
 
 class BookingCoalescer:

@@ -30,6 +30,7 @@ class Settings:
     api_workers: int = 1
     # Per-show coalescing: requests for one show queued while a transaction runs are booked
     # together in the next one. A batch is bounded so one transaction stays short.
+    booking_coalescing: bool = True
     booking_batch_max: int = 200
     # Bounded retries of a transaction that lost a serialization race (SQLSTATE 40001/40P01).
     booking_max_attempts: int = 12
@@ -49,6 +50,9 @@ class Settings:
             http_host=read_env(env, "HTTP_HOST", str, d.http_host, non_empty),
             http_port=read_env(env, "HTTP_PORT", int, d.http_port, between(0, 65535)),
             api_workers=read_env(env, "API_WORKERS", int, d.api_workers, between(1, 64)),
+            booking_coalescing=read_env(
+                env, "BOOKING_COALESCING", parse_bool, d.booking_coalescing, always_valid
+            ),
             booking_batch_max=read_env(
                 env, "BOOKING_BATCH_MAX", int, d.booking_batch_max, between(1, 10_000)
             ),
@@ -73,11 +77,25 @@ def read_env(
     try:
         value = parse(raw.strip())
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a valid {parse.__name__}") from None
+        kind = {"parse_bool": "boolean (true/false)"}.get(parse.__name__, parse.__name__)
+        raise SettingsError(f"{name}={raw!r} is not a valid {kind}") from None
     problem = check(value)
     if problem:
         raise SettingsError(f"{name}={raw!r}: {problem}")
     return value
+
+
+def parse_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def always_valid(value: object) -> str | None:
+    return None
 
 
 def non_empty(value: str) -> str | None:

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from service.api import handlers
 from service.api.correlation import correlation_middleware
 from service.api.errors import error_middleware
-from service.api.state import COALESCER, READ_SESSIONS, STATS
-from service.coalescer import BookingCoalescer
+from service.api.state import BOOKER, READ_SESSIONS, STATS
+from service.coalescer import Booker, BookingCoalescer, OneTransactionPerRequest
 from service.db.booking import BookingStats, book_batch
 from service.db.engine import create_engine, serializable_sessions
 from service.domain import BatchDecision, BookingRequest
@@ -47,10 +47,14 @@ async def _database(app: web.Application, settings: Settings) -> AsyncIterator[N
             booking_sessions, show_id, requests, settings.booking_max_attempts, stats
         )
 
-    coalescer = BookingCoalescer(book, settings.booking_batch_max)
+    booker: Booker = (
+        BookingCoalescer(book, settings.booking_batch_max)
+        if settings.booking_coalescing
+        else OneTransactionPerRequest(book)
+    )
     app[READ_SESSIONS] = async_sessionmaker(engine, expire_on_commit=False)
-    app[COALESCER] = coalescer
+    app[BOOKER] = booker
     app[STATS] = stats
     yield
-    await coalescer.close()
+    await booker.close()
     await engine.dispose()

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from service.api.correlation import correlation_id_of
 from service.api.errors import InvalidRequest, error_response
 from service.api.schemas import BookTicketsBody, NewShowBody
-from service.api.state import COALESCER, READ_SESSIONS
+from service.api.state import BOOKER, READ_SESSIONS
 from service.db.booking import get_booking
 from service.db.shows import NewShow, create_show, get_show
 from service.domain import BookingNotFound, BookingRequest, ShowNotFound
@@ -63,7 +63,7 @@ async def post_book_tickets(request: web.Request) -> web.Response:
         customer_email=str(body.customer_email),
         correlation_id=correlation_id_of(request),
     )
-    await request.app[COALESCER].book(booking)
+    await request.app[BOOKER].book(booking)
     return web.json_response({"booking_id": str(booking.booking_id)}, status=201)
 
 

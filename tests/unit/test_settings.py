@@ -29,3 +29,13 @@ def test_reads_values() -> None:
 def test_bad_value_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(("raw", "value"), [("false", False), ("0", False), ("TRUE", True)])
+def test_booleans(raw: str, value: bool) -> None:
+    assert Settings.from_env({"BOOKING_COALESCING": raw}).booking_coalescing is value
+
+
+def test_bad_boolean_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="BOOKING_COALESCING.*boolean"):
+        Settings.from_env({"BOOKING_COALESCING": "maybe"})
