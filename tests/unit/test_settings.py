@@ -37,5 +37,5 @@ def test_booleans(raw: str, value: bool) -> None:
 
 
 def test_bad_boolean_names_the_variable() -> None:
-    with pytest.raises(SettingsError, match="BOOKING_COALESCING.*boolean"):
+    with pytest.raises(SettingsError, match=r"BOOKING_COALESCING.*boolean"):
         Settings.from_env({"BOOKING_COALESCING": "maybe"})
