@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from pydantic import ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from service.db.engine import RetriesExhausted
 from service.domain import (
@@ -65,6 +66,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(400, describe(error))
     except InvalidRequest as error:
         return error_response(400, str(error))
+    except (OSError, TimeoutError, OperationalError, InterfaceError) as error:
+        # The database is unreachable: a retryable condition, not a bug in the request.
+        log.error("database unavailable on %s %s: %r", request.method, request.path, error)
+        return error_response(503, "database unavailable", {"Retry-After": RETRY_AFTER_SECONDS})
     except web.HTTPException as error:
         # aiohttp's own answers (404 route, 405, 413 body too large) in our JSON shape.
         if error.status < 400:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any, TypeVar
@@ -78,7 +79,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     try:
-        async with request.app[READ_SESSIONS]() as session:
+        async with asyncio.timeout(2), request.app[READ_SESSIONS]() as session:
             await session.execute(text("SELECT 1"))
     except Exception as error:  # any failure to answer means not ready
         return error_response(503, f"database unavailable: {type(error).__name__}")
