@@ -36,6 +36,23 @@ class Settings:
     booking_max_attempts: int = 12
     db_pool_size: int = 10
     log_level: str = "INFO"
+    # Outbox relay: rows per publishing batch, the polling fallback for lost NOTIFYs, how long
+    # a publish may wait for its confirm, the cap of the reconnect backoff, and retention.
+    relay_batch_size: int = 500
+    relay_poll_interval: float = 0.5
+    relay_publish_timeout: float = 5.0
+    relay_max_backoff: float = 10.0
+    outbox_retention: float = 86_400.0
+    outbox_purge_interval: float = 60.0
+    # Consumers: the external ticket provider (unset: the ticket_provider consumer is skipped),
+    # attempts before a message is dead-lettered, the growing retry delays, prefetch, and a
+    # prefix for queue names (tests use it to keep runs apart).
+    ticket_provider_url: str = ""
+    ticket_provider_timeout: float = 5.0
+    consumer_max_attempts: int = 5
+    consumer_retry_delays_ms: tuple[int, ...] = (1_000, 5_000, 30_000, 120_000)
+    consumer_prefetch: int = 32
+    consumer_queue_prefix: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -61,6 +78,46 @@ class Settings:
             ),
             db_pool_size=read_env(env, "DB_POOL_SIZE", int, d.db_pool_size, between(1, 500)),
             log_level=read_env(env, "LOG_LEVEL", str.upper, d.log_level, log_level_name),
+            relay_batch_size=read_env(
+                env, "RELAY_BATCH_SIZE", int, d.relay_batch_size, between(1, 10_000)
+            ),
+            relay_poll_interval=read_env(
+                env, "RELAY_POLL_INTERVAL", float, d.relay_poll_interval, seconds(0.01, 1.0)
+            ),
+            relay_publish_timeout=read_env(
+                env, "RELAY_PUBLISH_TIMEOUT", float, d.relay_publish_timeout, seconds(0.1, 300)
+            ),
+            relay_max_backoff=read_env(
+                env, "RELAY_MAX_BACKOFF", float, d.relay_max_backoff, seconds(0.1, 600)
+            ),
+            outbox_retention=read_env(
+                env, "OUTBOX_RETENTION", float, d.outbox_retention, seconds(0, 10 * 365 * 86_400)
+            ),
+            outbox_purge_interval=read_env(
+                env, "OUTBOX_PURGE_INTERVAL", float, d.outbox_purge_interval, seconds(0.1, 86_400)
+            ),
+            ticket_provider_url=read_env(
+                env, "TICKET_PROVIDER_URL", str, d.ticket_provider_url, url_with_scheme("http")
+            ),
+            ticket_provider_timeout=read_env(
+                env, "TICKET_PROVIDER_TIMEOUT", float, d.ticket_provider_timeout, seconds(0.1, 300)
+            ),
+            consumer_max_attempts=read_env(
+                env, "CONSUMER_MAX_ATTEMPTS", int, d.consumer_max_attempts, between(1, 100)
+            ),
+            consumer_retry_delays_ms=read_env(
+                env,
+                "CONSUMER_RETRY_DELAYS_MS",
+                int_list,
+                d.consumer_retry_delays_ms,
+                delays_ms,
+            ),
+            consumer_prefetch=read_env(
+                env, "CONSUMER_PREFETCH", int, d.consumer_prefetch, between(1, 65_535)
+            ),
+            consumer_queue_prefix=read_env(
+                env, "CONSUMER_QUEUE_PREFIX", str, d.consumer_queue_prefix, always_valid
+            ),
         )
 
 
@@ -77,7 +134,11 @@ def read_env(
     try:
         value = parse(raw.strip())
     except ValueError:
-        kind = {"parse_bool": "boolean (true/false)"}.get(parse.__name__, parse.__name__)
+        kind = {
+            "parse_bool": "boolean (true/false)",
+            "float": "number",
+            "int_list": "comma-separated list of integers",
+        }.get(parse.__name__, parse.__name__)
         raise SettingsError(f"{name}={raw!r} is not a valid {kind}") from None
     problem = check(value)
     if problem:
@@ -92,6 +153,10 @@ def parse_bool(raw: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(raw)
+
+
+def int_list(raw: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in raw.split(","))
 
 
 def always_valid(value: object) -> str | None:
@@ -114,6 +179,19 @@ def between(low: int, high: int) -> Callable[[int], str | None]:
         return None if low <= value <= high else f"must be between {low} and {high}"
 
     return check
+
+
+def seconds(low: float, high: float) -> Callable[[float], str | None]:
+    def check(value: float) -> str | None:
+        return None if low <= value <= high else f"must be between {low:g} and {high:g} seconds"
+
+    return check
+
+
+def delays_ms(value: tuple[int, ...]) -> str | None:
+    if not value or any(not 1 <= delay <= 86_400_000 for delay in value):
+        return "must be one or more delays between 1 and 86400000 ms"
+    return None
 
 
 def log_level_name(value: str) -> str | None:

@@ -39,3 +39,34 @@ def test_booleans(raw: str, value: bool) -> None:
 def test_bad_boolean_names_the_variable() -> None:
     with pytest.raises(SettingsError, match=r"BOOKING_COALESCING.*boolean"):
         Settings.from_env({"BOOKING_COALESCING": "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RELAY_POLL_INTERVAL", "2"),
+        ("RELAY_POLL_INTERVAL", "soon"),
+        ("RELAY_BATCH_SIZE", "0"),
+        ("OUTBOX_RETENTION", "-1"),
+        ("TICKET_PROVIDER_URL", "ftp://x"),
+        ("CONSUMER_RETRY_DELAYS_MS", "1000,x"),
+        ("CONSUMER_RETRY_DELAYS_MS", "0"),
+        ("CONSUMER_PREFETCH", "0"),
+    ],
+)
+def test_bad_relay_or_consumer_value_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_reads_relay_and_consumer_values() -> None:
+    settings = Settings.from_env(
+        {
+            "RELAY_POLL_INTERVAL": "0.2",
+            "CONSUMER_RETRY_DELAYS_MS": "10, 20,30",
+            "TICKET_PROVIDER_URL": "http://127.0.0.1:9999",
+        }
+    )
+    assert settings.relay_poll_interval == 0.2
+    assert settings.consumer_retry_delays_ms == (10, 20, 30)
+    assert settings.ticket_provider_url == "http://127.0.0.1:9999"
