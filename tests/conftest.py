@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from service.api import create_app
 from service.settings import Settings
+from tests.support.broker import delete_run_objects
 from tests.support.database import asyncpg_dsn, create_migrated_database, drop_database
 
 RUN_ID = uuid.uuid4().hex[:10]
@@ -26,13 +27,21 @@ async def database_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
-    return dataclasses.replace(
+async def settings(database_url: str) -> AsyncIterator[Settings]:
+    settings = dataclasses.replace(
         Settings.from_env({}),
         database_url=database_url,
         events_exchange=f"events_test_{RUN_ID}",
+        consumer_queue_prefix=f"test_{RUN_ID}.",
         http_port=0,
     )
+    yield settings
+    # Consumer tests add their queue names here; the run leaves nothing behind on the broker.
+    await delete_run_objects(settings.amqp_url, settings.events_exchange, RUN_QUEUES)
+
+
+# Durable queues a test run declared (beyond the exchange's own), deleted at the end of the run.
+RUN_QUEUES: list[str] = []
 
 
 @pytest.fixture

@@ -1,0 +1,83 @@
+"""The service's real processes (`python -m service ...`, `python -m consumers ...`) for tests
+that kill, restart or run several of them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def environment(settings: Settings, **extra: str) -> dict[str, str]:
+    """The process environment that gives a child process the same settings as `settings`."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=settings.database_url,
+        AMQP_URL=settings.amqp_url,
+        EVENTS_EXCHANGE=settings.events_exchange,
+        CONSUMER_QUEUE_PREFIX=settings.consumer_queue_prefix,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Child:
+    name: str
+    process: asyncio.subprocess.Process
+    log: Path
+
+    async def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, as in a crash."""
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()
+
+    async def stop(self, within: float = 15.0) -> int:
+        """SIGTERM and wait for a graceful exit (SIGKILL if it does not come)."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(within):
+                return await self.process.wait()
+        except TimeoutError:
+            await self.kill()
+            raise
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+async def start(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Child:
+    """Start `python -m <args>` with its output in `log_dir/<name>.log`."""
+    log = log_dir / f"{name}.log"
+    with log.open("ab") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", *args, cwd=ROOT, env=env, stdout=out, stderr=out
+        )
+    return Child(name, process, log)
+
+
+async def wait_until_ready(url: str, child: Child, within: float = 20.0) -> None:
+    """Poll `url` until it answers 200; fail early with the child's log if it died."""
+    async with asyncio.timeout(within), aiohttp.ClientSession() as session:
+        while True:
+            if child.process.returncode is not None:
+                raise RuntimeError(f"{child.name} exited early:\n{child.output()}")
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
