@@ -1,0 +1,81 @@
+"""The inbox: which messages each consumer has applied, written with the effect, atomically.
+
+A consumer claims the message_id in the same transaction as its database effect. Redelivered
+(after a crash before the ack, a relay republish, a redrive), the claim finds the row and the
+effect is skipped: at-least-once delivery, exactly once in effect.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import sqlalchemy.exc
+from sqlalchemy import Column, DateTime, MetaData, Table, Text, Uuid, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from consumers.failures import Unavailable
+
+metadata = MetaData()
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("consumer", Text, primary_key=True),
+    Column("message_id", Uuid, primary_key=True),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# What a PostgreSQL that is down, restarting or out of reach looks like through SQLAlchemy and
+# asyncpg (the same set the API answers 503 for, plus a pool that cannot get a connection).
+OUTAGES = (
+    OSError,
+    TimeoutError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+)
+
+
+def is_outage(error: BaseException) -> bool:
+    invalidated = isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated
+    return invalidated or isinstance(error, OUTAGES)
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One READ COMMITTED transaction; an outage becomes Unavailable, so the message is kept
+    for later instead of spending one of its attempts."""
+    try:
+        async with engine.begin() as conn:
+            yield conn
+    except Exception as error:
+        if is_outage(error):
+            raise Unavailable("PostgreSQL", error) from error
+        raise
+
+
+async def claim(conn: AsyncConnection, consumer: str, message_id: uuid.UUID) -> bool:
+    """Record the message as applied; False if it already was (then apply nothing).
+
+    A concurrent claim of the same id waits on the first one's row lock and sees its commit,
+    so two copies delivered at once still apply once.
+    """
+    claimed = await conn.execute(
+        insert(inbox)
+        .values(consumer=consumer, message_id=message_id)
+        .on_conflict_do_nothing()
+        .returning(inbox.c.message_id)
+    )
+    return claimed.first() is not None
+
+
+async def was_applied(conn: AsyncConnection, consumer: str, message_id: uuid.UUID) -> bool:
+    found = await conn.execute(
+        select(inbox.c.message_id).where(
+            inbox.c.consumer == consumer, inbox.c.message_id == message_id
+        )
+    )
+    return found.first() is not None

@@ -1,0 +1,68 @@
+"""BookingMade as it arrives from RabbitMQ: parsed strictly, or refused as a poison message.
+
+Pure: bytes in, an event or PoisonMessage out. A message refused here can never succeed, however
+often it is retried, so the runner sends it straight to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from service.api.errors import describe
+from service.domain import BookingMade
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=1_000)]
+
+
+class PoisonMessage(ValueError):
+    """The message is not a BookingMade this consumer can read; the text says why."""
+
+
+class _Strict(BaseModel):
+    # extra="ignore": a producer adding a field must not poison every consumer.
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+
+class _Header(_Strict):
+    id: uuid.UUID
+    published_at: AwareDatetime
+
+
+class _BookingMadeBody(_Strict):
+    header: _Header
+    booking_id: uuid.UUID
+    show_id: uuid.UUID
+    number_of_tickets: int = Field(ge=1, le=2**31 - 1)
+    customer_email: NonEmpty
+
+
+def parse_booking_made(body: bytes, message_id: str | None) -> tuple[uuid.UUID, BookingMade]:
+    """The deduplication key and the event, or PoisonMessage.
+
+    The key is the AMQP message_id (the contract sets it to header.id); a message without one
+    falls back to header.id, so a producer that forgot the property is still deduplicated.
+    """
+    try:
+        parsed = _BookingMadeBody.model_validate_json(body)
+    except ValidationError as error:
+        raise PoisonMessage(describe(error)) from None
+    key = parsed.header.id if not message_id else _uuid(message_id)
+    event = BookingMade(
+        event_id=parsed.header.id,
+        published_at=parsed.header.published_at,
+        booking_id=parsed.booking_id,
+        show_id=parsed.show_id,
+        number_of_tickets=parsed.number_of_tickets,
+        customer_email=parsed.customer_email,
+    )
+    return key, event
+
+
+def _uuid(message_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(message_id)
+    except ValueError:
+        raise PoisonMessage(f"message_id {message_id[:64]!r} is not a UUID") from None

@@ -1,0 +1,121 @@
+"""show_sales against real PostgreSQL and RabbitMQ: one effect per message, poison handling."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import socket
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+import pytest
+
+from consumers.__main__ import consumer_runners, run_until
+from consumers.dlq import list_dead_letters
+from consumers.retries import POISON
+from service.settings import Settings
+from tests.support.consumers import declare_queues, depths, fast, running, until
+from tests.support.events import booking_made, message_for, publish, raw_message
+
+NAME = "show_sales"
+
+
+async def at_least(count: int, db: asyncpg.Connection, query: str, *args: object) -> None:
+    async def reached() -> bool:
+        return bool(await db.fetchval(query, *args) >= count)
+
+    await until(reached, within=15)
+
+
+async def stat_reached(stat: Callable[[], int], count: int) -> bool:
+    return stat() >= count
+
+
+async def test_the_same_message_twice_has_one_effect(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    settings = fast(settings)
+    queues = await declare_queues(settings, NAME)
+    show_id = uuid.uuid4()
+    once, twice = booking_made(show_id, 3), booking_made(show_id, 2)
+    # The second event arrives twice in a row and once more after the first one was applied.
+    await publish(settings, [message_for(once), message_for(twice), message_for(twice)])
+    async with running(settings, [NAME]) as (runner,):
+        await at_least(
+            2,
+            db,
+            "SELECT count(*) FROM inbox WHERE message_id = ANY($1)",
+            [once.event_id, twice.event_id],
+        )
+        await publish(settings, [message_for(twice)])
+        await until(lambda: stat_reached(lambda: runner.stats.duplicates, 2))
+    sales = await db.fetchrow(
+        "SELECT tickets_sold, bookings FROM show_sales WHERE show_id = $1", show_id
+    )
+    assert (sales["tickets_sold"], sales["bookings"]) == (5, 2)
+    assert (runner.stats.applied, runner.stats.duplicates) == (2, 2)
+    assert set((await depths(settings, queues)).values()) == {0}
+
+
+async def test_poison_goes_to_the_dead_letter_queue_at_once(
+    settings: Settings, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = fast(settings, consumer_queue_prefix=f"{settings.consumer_queue_prefix}poison.")
+    queues = await declare_queues(settings, NAME)
+    show_id = uuid.uuid4()
+    good = [booking_made(show_id) for _ in range(5)]
+    missing = booking_made(show_id).body()
+    del missing["number_of_tickets"]
+    unreadable = raw_message(b"{not json", str(uuid.uuid4()))
+    incomplete = raw_message(json.dumps(missing).encode(), str(uuid.uuid4()))
+    await publish(settings, [unreadable, incomplete, *map(message_for, good)])
+    with caplog.at_level(logging.ERROR, logger="consumers.runner"):
+        async with running(settings, [NAME]) as (runner,):
+            sold = "SELECT coalesce(max(bookings), 0) FROM show_sales WHERE show_id = $1"
+            await at_least(5, db, sold, show_id)
+            await until(lambda: stat_reached(lambda: runner.stats.dead_lettered, 2))
+    assert runner.stats.retried == 0  # never into a retry loop
+    dead = await list_dead_letters(settings.amqp_url, settings.events_exchange, queues)
+    assert {d.message_id for d in dead} == {unreadable.message_id, incomplete.message_id}
+    assert {(d.failure, d.attempts, d.consumer) for d in dead} == {(POISON, 0, NAME)}
+    errors = {d.message_id: d.last_error for d in dead}
+    assert "Invalid JSON" in errors[unreadable.message_id]
+    assert "number_of_tickets: Field required" in errors[incomplete.message_id]
+    poison_lines = [r for r in caplog.records if "poison message" in r.getMessage()]
+    assert len(poison_lines) == 2
+    # Listing took nothing away.
+    assert (await depths(settings, queues))[queues.dead_letter] == 2
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_without_its_database_a_consumer_waits_and_says_so_once(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    nowhere = f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/nowhere"
+    settings = fast(
+        dataclasses.replace(settings, database_url=nowhere),
+        consumer_queue_prefix=f"{settings.consumer_queue_prefix}nodb.",
+    )
+    queues = await declare_queues(settings, NAME)
+    await publish(settings, [message_for(booking_made(uuid.uuid4()))])
+    stopping = asyncio.Event()
+    with caplog.at_level(logging.INFO, logger="consumers.runner"):
+        async with consumer_runners(settings, [NAME]) as runners:
+            task = asyncio.create_task(run_until(runners, stopping))
+            await asyncio.sleep(1.5)  # several reconnect attempts (0.1 s, 0.2 s, 0.4 s, ...)
+            stopping.set()
+            async with asyncio.timeout(10):
+                await task
+    lines = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(lines) == 1 and "PostgreSQL unavailable" in lines[0]
+    # Nothing was consumed, retried or dead-lettered: the message waits for the database.
+    counts = await depths(settings, queues)
+    assert counts[queues.main] == 1 and counts[queues.dead_letter] == 0

@@ -1,0 +1,85 @@
+"""Consumers run in-process, their queues, and a database of a test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+
+from consumers.__main__ import consumer_runners, run_until, topology
+from consumers.runner import ConsumerRunner
+from consumers.topology import Topology, declare
+from service.broker import connect
+from service.settings import Settings
+from tests.support.database import create_migrated_database, drop_database
+
+# Short delays so retries happen within a test; many attempts unless a test wants few.
+FAST = {"consumer_retry_delays_ms": (50, 100, 200), "consumer_max_attempts": 5}
+
+
+def fast(settings: Settings, **changes: object) -> Settings:
+    return dataclasses.replace(settings, **(FAST | changes))  # type: ignore[arg-type]
+
+
+async def declare_queues(settings: Settings, name: str) -> Topology:
+    """Declare a consumer's queues before anything is published (so nothing goes unrouted),
+    and have the run delete them at its end."""
+    from tests.conftest import RUN_QUEUES
+
+    queues = topology(settings, name)
+    connection = await connect(settings.amqp_url, "tickets-test-declare")
+    async with connection:
+        await declare(await connection.channel(), settings.events_exchange, queues)
+    RUN_QUEUES.extend(n for n in queues.queue_names() if n not in RUN_QUEUES)
+    return queues
+
+
+async def depths(settings: Settings, queues: Topology) -> dict[str, int]:
+    """Ready (not unacked) messages in each queue of the topology."""
+    connection = await connect(settings.amqp_url, "tickets-test-depths")
+    async with connection:
+        channel = await connection.channel()
+        counts = {}
+        for name in queues.queue_names():
+            queue = await channel.declare_queue(name, passive=True)
+            counts[name] = queue.declaration_result.message_count or 0
+    return counts
+
+
+@asynccontextmanager
+async def running(
+    settings: Settings, names: Sequence[str], within: float = 20.0
+) -> AsyncIterator[list[ConsumerRunner]]:
+    """The named consumers running as asyncio tasks; stopped gracefully (bounded) on exit."""
+    stopping = asyncio.Event()
+    async with consumer_runners(settings, names) as runners:
+        task = asyncio.create_task(run_until(runners, stopping))
+        try:
+            async with asyncio.timeout(within):
+                for runner in runners:
+                    await runner.consuming.wait()
+            yield runners
+        finally:
+            stopping.set()
+            async with asyncio.timeout(within):
+                await task
+
+
+@asynccontextmanager
+async def own_database() -> AsyncIterator[str]:
+    """A migrated database for one test, for checks that look at every row (reconcile)."""
+    url = await create_migrated_database("tickets_consumers")
+    try:
+        yield url
+    finally:
+        await drop_database(url)
+
+
+async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Poll `check` until it is true; fails the test (TimeoutError) after `within` seconds."""
+    async with asyncio.timeout(within):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.05)

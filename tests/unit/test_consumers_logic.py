@@ -1,0 +1,143 @@
+"""The consumers' pure parts: reading BookingMade, the retry policy, headers, reconcile."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from consumers.messages import PoisonMessage, parse_booking_made
+from consumers.retries import (
+    ATTEMPTS,
+    EXHAUSTED,
+    LAST_ERROR,
+    REDRIVEN,
+    DeadLetter,
+    RetryIn,
+    RetryPolicy,
+    attempts_of,
+    dead_letter_headers,
+    redrive_headers,
+    retry_headers,
+)
+from consumers.show_sales import Difference, Sales, differences
+from consumers.ticket_provider import booking_request, worth_retrying
+from consumers.topology import Topology
+from service.domain import BookingMade
+
+EVENT = BookingMade(
+    event_id=uuid.uuid4(),
+    published_at=datetime(2026, 11, 25, 12, 0, tzinfo=UTC),
+    booking_id=uuid.uuid4(),
+    show_id=uuid.uuid4(),
+    number_of_tickets=2,
+    customer_email="a@b.example",
+)
+BODY = EVENT.body()
+
+
+def encoded(body: object) -> bytes:
+    return json.dumps(body).encode()
+
+
+def test_reads_the_contract_body() -> None:
+    key, event = parse_booking_made(encoded(BODY), str(EVENT.event_id))
+    assert (key, event) == (EVENT.event_id, EVENT)
+
+
+def test_message_id_is_the_key_and_header_id_the_fallback() -> None:
+    other = uuid.uuid4()
+    assert parse_booking_made(encoded(BODY), str(other))[0] == other
+    assert parse_booking_made(encoded(BODY), None)[0] == EVENT.event_id
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"{not json", "Invalid JSON"),
+        (b"[]", "body"),
+        (encoded({k: v for k, v in BODY.items() if k != "show_id"}), "show_id"),
+        (encoded(BODY | {"number_of_tickets": "2"}), "number_of_tickets"),
+        (encoded(BODY | {"number_of_tickets": 0}), "number_of_tickets"),
+        (encoded(BODY | {"header": {"id": "x"}}), "header.id"),
+        (encoded(BODY | {"customer_email": ""}), "customer_email"),
+    ],
+)
+def test_unreadable_messages_are_poison(body: bytes, problem: str) -> None:
+    with pytest.raises(PoisonMessage, match=problem):
+        parse_booking_made(body, str(uuid.uuid4()))
+
+
+def test_a_message_id_that_is_not_a_uuid_is_poison() -> None:
+    with pytest.raises(PoisonMessage, match="not a UUID"):
+        parse_booking_made(encoded(BODY), "abc")
+
+
+def test_retries_wait_longer_each_time_and_the_last_delay_repeats() -> None:
+    policy = RetryPolicy(max_attempts=6, delays_ms=(10, 20, 30))
+    steps = [policy.after_failure(n) for n in range(1, 7)]
+    retries = [RetryIn(10), RetryIn(20), RetryIn(30), RetryIn(30), RetryIn(30)]
+    assert steps == [*retries, DeadLetter(EXHAUSTED)]
+
+
+def test_one_attempt_means_no_retry() -> None:
+    assert RetryPolicy(1, (10,)).after_failure(1) == DeadLetter(EXHAUSTED)
+
+
+def test_attempt_header_survives_only_when_sane() -> None:
+    assert attempts_of({ATTEMPTS: 3}) == 3
+    assert attempts_of({}) == attempts_of({ATTEMPTS: "3"}) == attempts_of({ATTEMPTS: -1}) == 0
+
+
+def test_headers_drop_the_brokers_and_keep_the_rest() -> None:
+    given = {"x-death": [{}], "x-first-death-queue": "q", "trace": "t"}
+    assert retry_headers(given, 2, "boom") == {"trace": "t", ATTEMPTS: 2, LAST_ERROR: "boom"}
+    dead = dead_letter_headers(given, "show_sales", 5, EXHAUSTED, "e" * 2000)
+    assert "x-death" not in dead and dead["consumer"] == "show_sales"
+    assert len(str(dead[LAST_ERROR])) == 500
+
+
+def test_redrive_starts_attempts_afresh_and_counts_redrives() -> None:
+    dead = dead_letter_headers({"trace": "t"}, "c", 5, EXHAUSTED, "boom")
+    again = redrive_headers(dead)
+    assert again == {"trace": "t", REDRIVEN: 1}
+    assert redrive_headers(again)[REDRIVEN] == 2
+
+
+def test_queue_names() -> None:
+    topology = Topology.of("p.", "show_sales", (50, 100, 50))
+    assert topology.main == "p.show_sales"
+    assert topology.dead_letter == "p.show_sales.dlq"
+    assert topology.retry(100) == "p.show_sales.retry.100"
+    assert sorted(topology.queue_names()) == sorted(
+        ["p.show_sales", "p.show_sales.dlq", "p.show_sales.retry.50", "p.show_sales.retry.100"]
+    )
+
+
+def test_differences_name_every_show_that_disagrees() -> None:
+    a, b, c = sorted(uuid.uuid4() for _ in range(3))
+    booked = {a: Sales(3, 2), b: Sales(1, 1)}
+    model = {a: Sales(3, 2), c: Sales(2, 1)}
+    assert differences(booked, model) == [
+        Difference(b, Sales(1, 1), Sales(0, 0)),
+        Difference(c, Sales(0, 0), Sales(2, 1)),
+    ]
+    assert differences(booked, dict(booked)) == []
+
+
+def test_provider_request_and_what_is_worth_retrying() -> None:
+    dead_nation_id = uuid.uuid4()
+    assert booking_request(EVENT, dead_nation_id) == {
+        "booking_id": str(EVENT.booking_id),
+        "customer_address": "a@b.example",
+        "event_id": str(dead_nation_id),
+        "number_of_tickets": 2,
+    }
+    assert [s for s in (400, 404, 408, 409, 422, 429, 500, 503) if worth_retrying(s)] == [
+        408,
+        429,
+        500,
+        503,
+    ]
