@@ -93,7 +93,7 @@ def topology(settings: Settings, name: str) -> Topology:
 
 async def list_dead_letters(settings: Settings, name: str) -> None:
     queue = topology(settings, name)
-    found = await dlq.list_dead_letters(settings.amqp_url, settings.events_exchange, queue)
+    found = await dlq.list_dead_letters(settings.amqp_url, queue)
     for dead_letter in found:
         print(dead_letter)
     print(f"{len(found)} messages in {queue.dead_letter}")
@@ -101,7 +101,7 @@ async def list_dead_letters(settings: Settings, name: str) -> None:
 
 async def redrive(settings: Settings, name: str) -> None:
     queue = topology(settings, name)
-    moved = await dlq.redrive(settings.amqp_url, settings.events_exchange, queue)
+    moved = await dlq.redrive(settings.amqp_url, queue)
     print(f"sent {moved} messages from {queue.dead_letter} back to {queue.main}")
 
 

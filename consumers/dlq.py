@@ -22,7 +22,7 @@ from consumers.retries import (
     copy_with,
     redrive_headers,
 )
-from consumers.topology import Topology, declare
+from consumers.topology import Topology
 from service.broker import connect
 
 PUBLISH_TIMEOUT_SECONDS = 10.0
@@ -77,14 +77,11 @@ class DeadLetter:
         )
 
 
-async def list_dead_letters(
-    amqp_url: str, events_exchange: str, topology: Topology
-) -> list[DeadLetter]:
+async def list_dead_letters(amqp_url: str, topology: Topology) -> list[DeadLetter]:
     connection = await connect(amqp_url, "tickets-dlq-list")
     async with connection:
         channel = await connection.channel()
-        await declare(channel, events_exchange, topology)
-        queue = await channel.get_queue(topology.dead_letter)
+        queue = await channel.declare_queue(topology.dead_letter, durable=True)
         found = []
         while (message := await queue.get(no_ack=False, fail=False)) is not None:
             found.append(DeadLetter.of(message))
@@ -92,13 +89,15 @@ async def list_dead_letters(
     return found
 
 
-async def redrive(amqp_url: str, events_exchange: str, topology: Topology) -> int:
+async def redrive(amqp_url: str, topology: Topology) -> int:
     """Send the dead-lettered messages back to the main queue; returns how many."""
     connection = await connect(amqp_url, "tickets-dlq-redrive")
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        await declare(channel, events_exchange, topology)
-        queue = await channel.declare_queue(topology.dead_letter, durable=True, passive=True)
+        # Only the two queues this needs (declared alike by the runner, so no conflict); the
+        # consumer binds the main queue to the exchange when it starts.
+        await channel.declare_queue(topology.main, durable=True)
+        queue = await channel.declare_queue(topology.dead_letter, durable=True)
         waiting = queue.declaration_result.message_count or 0
         moved = 0
         while moved < waiting:

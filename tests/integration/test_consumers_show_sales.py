@@ -78,7 +78,7 @@ async def test_poison_goes_to_the_dead_letter_queue_at_once(
             await at_least(5, db, sold, show_id)
             await until(lambda: stat_reached(lambda: runner.stats.dead_lettered, 2))
     assert runner.stats.retried == 0  # never into a retry loop
-    dead = await list_dead_letters(settings.amqp_url, settings.events_exchange, queues)
+    dead = await list_dead_letters(settings.amqp_url, queues)
     assert {d.message_id for d in dead} == {unreadable.message_id, incomplete.message_id}
     assert {(d.failure, d.attempts, d.consumer) for d in dead} == {(POISON, 0, NAME)}
     errors = {d.message_id: d.last_error for d in dead}
