@@ -19,7 +19,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from typing import TypeVar
 
 import aio_pika
@@ -126,6 +127,22 @@ class _Health:
         self._problem = None
 
 
+class _InFlight:
+    """A batch handed to the broker whose confirms are still to come."""
+
+    def __init__(
+        self, rows: list[OutboxRow], publishing: Coroutine[None, None, list[BaseException | None]]
+    ) -> None:
+        self.rows = rows
+        self.outcome = asyncio.ensure_future(publishing)
+
+    async def abandon(self) -> None:
+        """Left behind by a failure: stop waiting (its rows stay unmarked and are sent again)."""
+        self.outcome.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.outcome
+
+
 class OutboxRelay:
     def __init__(self, settings: Settings, application_name: str = "tickets-relay") -> None:
         self._settings = settings
@@ -178,7 +195,7 @@ class OutboxRelay:
             try:
                 await _db(conn.add_listener(NOTIFY_CHANNEL, self._on_notify))
                 while not self._stopping.is_set():
-                    if await self._relay_batch(conn, exchange) == 0:
+                    if await self._relay_until_empty(conn, exchange) == 0:
                         await _wait(self._wake, self._settings.relay_poll_interval)
             finally:
                 self.leading = False
@@ -200,20 +217,41 @@ class OutboxRelay:
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
-    async def _relay_batch(self, conn: asyncpg.Connection, exchange: AbstractExchange) -> int:
-        """Publish one batch; returns how many rows it marked as published."""
+    async def _relay_until_empty(self, conn: asyncpg.Connection, exchange: AbstractExchange) -> int:
+        """Publish batches back to back until none is left; returns how many rows it marked.
+
+        Two batches overlap: while one waits for its confirms, the one before is marked and
+        the one after is read, so the database round trips hide behind the broker's.
+        """
         self._wake.clear()  # a NOTIFY from here on means: look again
-        rows = await _db(fetch_unpublished(conn, self._settings.relay_batch_size))
-        if not rows:
-            return 0
-        errors = await self._publish(exchange, rows)
-        confirmed = confirmed_prefix(rows, errors)
+        size = self._settings.relay_batch_size
+        marked = 0
+        pending: deque[_InFlight] = deque()
+        try:
+            while True:
+                in_flight = [row.id for batch in pending for row in batch.rows]
+                stopping = self._stopping.is_set()  # then only settle what is in flight
+                rows = [] if stopping else await _db(fetch_unpublished(conn, size, in_flight))
+                if rows:
+                    pending.append(_InFlight(rows, self._publish(exchange, rows)))
+                if not pending:
+                    return marked
+                if len(pending) == 2 or not rows:
+                    marked += await self._settle(conn, pending.popleft())
+        finally:
+            for batch in pending:
+                await batch.abandon()
+
+    async def _settle(self, conn: asyncpg.Connection, batch: _InFlight) -> int:
+        """Wait for a batch's confirms and mark its confirmed prefix as published."""
+        errors = await batch.outcome
+        confirmed = confirmed_prefix(batch.rows, errors)
         if confirmed:
             # Fails if our session (and with it the lead) is gone; the rows are then sent
             # again by whoever leads next, with the same message_ids.
-            await _db(mark_published(conn, [row.id for row in rows[:confirmed]]))
+            await _db(mark_published(conn, [row.id for row in batch.rows[:confirmed]]))
             self.published += confirmed
-        if confirmed < len(rows):
+        if confirmed < len(batch.rows):
             failure = next(e for e in errors if e is not None)
             raise Unavailable("RabbitMQ", failure)
         return confirmed

@@ -8,6 +8,7 @@ would hand out and take back at will.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -45,7 +46,10 @@ async def try_lead(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY))
 
 
-async def fetch_unpublished(conn: asyncpg.Connection, limit: int) -> list[OutboxRow]:
+async def fetch_unpublished(
+    conn: asyncpg.Connection, limit: int, in_flight: Sequence[int] = ()
+) -> list[OutboxRow]:
+    """The oldest rows not yet published and not among `in_flight` (sent, not yet marked)."""
     # Id order is commit order within a show: the booking transaction takes the show's counter
     # row lock before inserting, so a later writer of that show always gets larger ids.
     # Across shows ids may commit out of order, which is why this reads "not yet published"
@@ -54,17 +58,19 @@ async def fetch_unpublished(conn: asyncpg.Connection, limit: int) -> list[Outbox
         """
         SELECT id, event_id, routing_key, ordering_key, payload::text AS payload,
                correlation_id, created_at
-        FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1
+        FROM outbox WHERE published_at IS NULL AND id <> ALL($2::bigint[])
+        ORDER BY id LIMIT $1
         """,
         limit,
+        list(in_flight),
     )
     return [OutboxRow(**dict(r)) for r in records]
 
 
-async def mark_published(conn: asyncpg.Connection, ids: list[int]) -> None:
+async def mark_published(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
     await conn.execute(
         "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-        ids,
+        list(ids),
     )
 
 
