@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import multiprocessing
+import signal
 import sys
 
+import asyncpg
 from aiohttp import web
 
 from service.api import create_app
-from service.db.engine import migrate
+from service.db.engine import asyncpg_dsn, migrate
+from service.db.outbox import OutboxStatus, outbox_status
 from service.logs import configure_logging
+from service.relay import OutboxRelay
 from service.settings import Settings, SettingsError
 
 log = logging.getLogger("service")
@@ -45,9 +50,39 @@ def _serve(settings: Settings, reuse_port: bool) -> None:
     )
 
 
+async def run_relay(settings: Settings) -> None:
+    relay = OutboxRelay(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, relay.stop)
+    log.info("relay starting: outbox -> exchange %r", settings.events_exchange)
+    await relay.run()
+    log.info("relay stopped after publishing %d events", relay.published)
+
+
+async def print_outbox_status(settings: Settings) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database_url), timeout=5)
+    try:
+        status = await outbox_status(conn)
+    finally:
+        await conn.close()
+    print(describe_status(status))
+
+
+def describe_status(status: OutboxStatus) -> str:
+    age = status.oldest_unpublished_age
+    return "\n".join(
+        [
+            f"backlog (unpublished rows):     {status.backlog}",
+            f"oldest unpublished row age:     {'-' if age is None else f'{age:.3f} s'}",
+            f"published in the last minute:   {status.published_last_minute}",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service")
-    parser.add_argument("command", choices=["migrate", "api"])
+    parser.add_argument("command", choices=["migrate", "api", "relay", "outbox-status"])
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -60,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("database migrated to head")
     elif args.command == "api":
         run_api(settings)
+    elif args.command == "relay":
+        asyncio.run(run_relay(settings))
+    elif args.command == "outbox-status":
+        asyncio.run(print_outbox_status(settings))
     return 0
 
 

@@ -18,3 +18,6 @@ def configure_logging(level: str) -> None:
     root.setLevel(level)
     # aiohttp's access log would print a line per booking during a sale; keep it at WARNING.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiormq logs every failed connect as an ERROR; the relay and the consumers log broker
+    # outages themselves, once per state change, with what they were doing.
+    logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)

@@ -42,6 +42,12 @@ def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
     )
 
 
+def asyncpg_dsn(database_url: str) -> str:
+    """The same database as a plain asyncpg DSN, for code that needs the driver itself
+    (LISTEN, session-level advisory locks) rather than a pooled SQLAlchemy connection."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def serializable_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     serializable = engine.execution_options(isolation_level="SERIALIZABLE")
     return async_sessionmaker(serializable, expire_on_commit=False)

@@ -35,6 +35,13 @@ class Received:
                 self.arrived.clear()
                 await self.arrived.wait()
 
+    async def wait_for_all(self, message_ids: set[str], within: float = 30.0) -> None:
+        """Until every one of `message_ids` arrived (repeats do not count twice)."""
+        async with asyncio.timeout(within):
+            while not message_ids <= set(self.message_ids()):
+                self.arrived.clear()
+                await self.arrived.wait()
+
 
 @asynccontextmanager
 async def bound_queue(

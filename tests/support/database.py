@@ -9,7 +9,9 @@ import uuid
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from service.db.engine import migrate
+from service.db.engine import asyncpg_dsn, migrate
+
+__all__ = ["asyncpg_dsn", "create_migrated_database", "drop_database", "new_database_url"]
 
 ADMIN_URL = os.environ.get(
     "TEST_DATABASE_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -37,8 +39,3 @@ async def drop_database(database_url: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
     finally:
         await conn.close()
-
-
-def asyncpg_dsn(database_url: str) -> str:
-    """The same database as a plain asyncpg DSN, for tests that read the tables directly."""
-    return database_url.replace("postgresql+asyncpg://", "postgresql://")

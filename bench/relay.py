@@ -1,0 +1,307 @@
+"""Relay benchmark: outbox → RabbitMQ throughput and commit → delivery latency, each against a
+raw aio-pika baseline measured in the same run.
+
+    python -m bench.relay [--events 20000] [--seconds 8]
+
+Throughput: the relay drains a backlog of N outbox rows (real BookingMade bodies), against a raw
+aio-pika publisher sending N messages of the same size with the same confirms and in-flight depth.
+Latency: bookings commit at a steady rate (one transaction per booking, counter + booking +
+outbox row, as the service writes them); a consumer on a queue bound to the exchange stamps each
+arrival. Commit → delivered is an upper bound of commit → confirmed (it adds the delivery hop).
+The baseline publishes straight to RabbitMQ at the same rate: publish → delivered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+
+from service.broker import declare_events_exchange, unrouted_name
+from service.db.engine import asyncpg_dsn, migrate
+from service.domain import BookingMade, BookingRequest
+from service.relay import OutboxRelay
+from service.settings import Settings
+from tests.support.database import drop_database, new_database_url
+from tests.support.processes import environment, start
+
+SHOWS = 10
+BOOK_ONE = """
+WITH counted AS (
+    UPDATE shows SET tickets_booked = tickets_booked + 1 WHERE show_id = $1 RETURNING show_id)
+INSERT INTO bookings (booking_id, show_id, number_of_tickets, customer_email, correlation_id)
+SELECT $2, show_id, 1, 'fan@example.com', 'bench' FROM counted
+"""
+OUTBOX_ROW = """
+INSERT INTO outbox (event_id, routing_key, ordering_key, payload, correlation_id, created_at)
+VALUES ($1, 'BookingMade', $2, $3::jsonb, 'bench', $4)
+"""
+
+
+@dataclasses.dataclass
+class Arrivals:
+    """When each booking's event reached the bench queue (time.time())."""
+
+    # repr=False: aio-pika formats its callback's repr per message; 20,000 entries cost seconds.
+    at: dict[str, float] = dataclasses.field(default_factory=dict, repr=False)
+    count: int = 0
+    changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        self.at.setdefault(json.loads(message.body)["booking_id"], time.time())
+        self.count += 1
+        self.changed.set()
+
+    async def wait_for(self, count: int, within: float = 120.0) -> None:
+        async with asyncio.timeout(within):
+            while self.count < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def event_body(show_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID, str, datetime]:
+    request = BookingRequest(show_id, 1, "fan@example.com", "bench")
+    event = BookingMade.for_booking(request, datetime.now(UTC))
+    return event.event_id, request.booking_id, json.dumps(event.body()), event.published_at
+
+
+async def create_shows(conn: asyncpg.Connection) -> list[uuid.UUID]:
+    shows = [uuid.uuid4() for _ in range(SHOWS)]
+    await conn.executemany(
+        "INSERT INTO shows (show_id, dead_nation_id, number_of_tickets, start_time, title, venue)"
+        " VALUES ($1, $2, 1000000000, now(), 'Bench', 'Hall')",
+        [(s, uuid.uuid4()) for s in shows],
+    )
+    return shows
+
+
+async def book_one(pool: asyncpg.Pool, show_id: uuid.UUID) -> str:
+    """One booking transaction as the service writes it; returns the booking id."""
+    event_id, booking_id, body, created = event_body(show_id)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(BOOK_ONE, show_id, booking_id)
+        await conn.execute(OUTBOX_ROW, event_id, show_id, body, created)
+    return str(booking_id)
+
+
+async def fill_backlog(conn: asyncpg.Connection, shows: list[uuid.UUID], events: int) -> None:
+    rows = []
+    for n in range(events):
+        event_id, _, body, created = event_body(shows[n % len(shows)])
+        rows.append((event_id, shows[n % len(shows)], body, created))
+    await conn.executemany(OUTBOX_ROW, rows)
+
+
+@asynccontextmanager
+async def bench_queue(channel: AbstractChannel, exchange: str) -> AsyncIterator[Arrivals]:
+    events = await declare_events_exchange(channel, exchange)
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(events, "#")
+    arrivals = Arrivals()
+    tag = await queue.consume(arrivals.on_message, no_ack=True)
+    try:
+        yield arrivals
+    finally:
+        await queue.cancel(tag)
+
+
+async def raw_publish_rate(exchange: AbstractExchange, events: int, in_flight: int) -> float:
+    """The baseline: aio-pika with confirms, a sliding window of `in_flight` unconfirmed
+    messages (as many as the relay may have: two batches), bodies of the relay's size."""
+    show_id = uuid.uuid4()
+    messages = [
+        aio_pika.Message(
+            body.encode(),
+            message_id=str(event_id),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            type="BookingMade",
+            correlation_id="bench",
+            timestamp=created,
+        )
+        for event_id, _, body, created in (event_body(show_id) for _ in range(events))
+    ]
+    window = asyncio.Semaphore(in_flight)
+
+    async def publish(message: aio_pika.Message) -> None:
+        async with window:
+            await exchange.publish(message, "BookingMade", mandatory=False)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(publish(m) for m in messages))
+    return events / (time.perf_counter() - started)
+
+
+async def relay_drain_rate(settings: Settings, db: asyncpg.Connection, events: int) -> float:
+    relay = OutboxRelay(settings)
+    started = time.perf_counter()
+    task = asyncio.create_task(relay.run())
+    async with asyncio.timeout(300):
+        while True:
+            if relay.published >= events:
+                break
+            await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    relay.stop()
+    await task
+    return events / elapsed
+
+
+async def paced(rate: float, seconds: float, one: Callable[[], Awaitable[str]]) -> dict[str, float]:
+    """Start one operation every 1/rate s (open loop); returns id → when it finished."""
+    done: dict[str, float] = {}
+
+    async def timed() -> None:
+        done[await one()] = time.time()
+
+    tasks = []
+    started = time.perf_counter()
+    for n in range(int(rate * seconds)):
+        delay = started + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(timed()))
+    await asyncio.gather(*tasks)
+    return done
+
+
+def percentiles(starts: dict[str, float], arrivals: Arrivals) -> tuple[float, float, float]:
+    latencies = sorted((arrivals.at[k] - t) * 1000 for k, t in starts.items())
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return cuts[49], cuts[98], latencies[-1]
+
+
+async def run(events: int, seconds: float) -> list[tuple[str, str, str, str]]:
+    run_id = uuid.uuid4().hex[:8]
+    url = new_database_url("bench_relay")
+    await asyncio.to_thread(migrate, url)
+    settings = dataclasses.replace(
+        Settings.from_env(), database_url=url, events_exchange=f"bench_events_{run_id}"
+    )
+    connection = await aio_pika.connect(settings.amqp_url)
+    db = await asyncpg.connect(asyncpg_dsn(url))
+    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=4, max_size=8)
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await declare_events_exchange(channel, settings.events_exchange)
+        shows = await create_shows(db)
+        window = 2 * settings.relay_batch_size  # the relay has up to two batches in flight
+        async with bench_queue(channel, settings.events_exchange) as arrivals:
+            raw = await raw_publish_rate(exchange, events, window)
+            await arrivals.wait_for(events)  # the consumer idle again before the relay's turn
+            await fill_backlog(db, shows, events)
+            relay = await relay_drain_rate(settings, db, events)
+            rows.append(
+                (
+                    f"throughput, backlog of {events:,}",
+                    f"{relay:,.0f} msg/s",
+                    f"raw aio-pika, confirms, {window} in flight: {raw:,.0f} msg/s",
+                    f"{relay / raw:.2f}x",
+                )
+            )
+            await arrivals.wait_for(2 * events)
+
+        for rate in (10.0, 500.0):
+            async with bench_queue(channel, settings.events_exchange) as arrivals:
+                raw_p = await raw_latency(exchange, arrivals, rate, seconds)
+            async with bench_queue(channel, settings.events_exchange) as arrivals:
+                relay_p = await relay_latency(settings, pool, shows, arrivals, rate, seconds)
+            rows.append(
+                (
+                    f"latency at {rate:,.0f} bookings/s: p50 / p99 / max",
+                    "commit → delivered: " + " / ".join(f"{v:.1f}" for v in relay_p) + " ms",
+                    "raw publish → delivered: " + " / ".join(f"{v:.1f}" for v in raw_p) + " ms",
+                    f"p99 +{relay_p[1] - raw_p[1]:.1f} ms",
+                )
+            )
+    finally:
+        await pool.close()
+        await db.close()
+        channel = await connection.channel()
+        for name in (settings.events_exchange, unrouted_name(settings.events_exchange)):
+            await channel.exchange_delete(name)
+        await channel.queue_delete(unrouted_name(settings.events_exchange))
+        await connection.close()
+        await drop_database(url)
+    return rows
+
+
+async def raw_latency(
+    exchange: AbstractExchange, arrivals: Arrivals, rate: float, seconds: float
+) -> tuple[float, float, float]:
+    show_id = uuid.uuid4()
+    starts: dict[str, float] = {}
+
+    async def publish_one() -> str:
+        event_id, booking_id, body, _ = event_body(show_id)
+        starts[str(booking_id)] = time.time()
+        message = aio_pika.Message(
+            body.encode(), message_id=str(event_id), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+        )
+        await exchange.publish(message, "BookingMade", mandatory=False)
+        return str(booking_id)
+
+    await paced(rate, seconds, publish_one)
+    await arrivals.wait_for(len(starts))
+    return percentiles(starts, arrivals)
+
+
+async def relay_latency(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    shows: list[uuid.UUID],
+    arrivals: Arrivals,
+    rate: float,
+    seconds: float,
+) -> tuple[float, float, float]:
+    """The relay as it runs in production: a process of its own beside the writers."""
+    with tempfile.TemporaryDirectory() as logs:
+        relay = await start("relay", ["service", "relay"], environment(settings), Path(logs))
+        try:
+            await paced(2, 1, lambda: book_one(pool, shows[0]))  # warm: leading, listening
+            await arrivals.wait_for(2)
+            arrivals.at.clear()
+            arrivals.count = 0
+            counter = iter(range(10**9))
+            committed = await paced(
+                rate, seconds, lambda: book_one(pool, shows[next(counter) % len(shows)])
+            )
+            await arrivals.wait_for(len(committed))
+        finally:
+            await relay.stop()
+    return percentiles(committed, arrivals)
+
+
+def print_table(rows: list[tuple[str, str, str, str]]) -> None:
+    header = ("measurement", "relay", "baseline (same run)", "ratio")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    for n, row in enumerate([header, *rows]):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.relay")
+    parser.add_argument("--events", type=int, default=20_000, help="backlog size (throughput)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each latency run")
+    args = parser.parse_args()
+    print_table(asyncio.run(run(args.events, args.seconds)))
+
+
+if __name__ == "__main__":
+    main()
