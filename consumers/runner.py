@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Mapping
@@ -42,6 +41,7 @@ from consumers.topology import Topology, declare
 from service.api.correlation import current as current_correlation_id
 from service.broker import connect
 from service.domain import BookingMade
+from service.relay import Backoff  # the relay's capped, jittered reconnect backoff
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class ConsumerRunner:
         self._stopping.set()
 
     async def run(self) -> None:
-        backoff = _Backoff(MAX_BACKOFF_SECONDS)
+        backoff = Backoff(MAX_BACKOFF_SECONDS)
         while not self._stopping.is_set():
             try:
                 await self._consume(backoff)
@@ -135,7 +135,7 @@ class ConsumerRunner:
                 self.consuming.clear()
         log.info("%s stopped: %s", self.name, self.stats)
 
-    async def _consume(self, backoff: _Backoff) -> None:
+    async def _consume(self, backoff: Backoff) -> None:
         """One session: from connecting until a stop or a lost dependency (raised)."""
         await self._consumer.check()
         async with self._channel() as channel:
@@ -351,23 +351,6 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await event.wait()
-
-
-class _Backoff:
-    """Exponential, capped, with jitter so that restarting consumers do not reconnect in step."""
-
-    def __init__(self, cap: float, first: float = 0.1) -> None:
-        self._cap = cap
-        self._first = first
-        self._attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self._cap, self._first * 2.0**self._attempt)
-        self._attempt = min(self._attempt + 1, 30)
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 class _Health:

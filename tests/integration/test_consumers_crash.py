@@ -17,10 +17,11 @@ from service.db.engine import create_engine, serializable_sessions
 from service.db.shows import NewShow, create_show
 from service.domain import BookingRequest
 from service.settings import Settings
-from tests.support.consumers import declare_queues, depths, fast, own_database, until
+from tests.support.consumers import declare_queues, depths, fast, own_database
 from tests.support.database import asyncpg_dsn
 from tests.support.events import outbox_messages, publish
 from tests.support.processes import Child, environment, start
+from tests.support.waiting import until
 
 NAME = "show_sales"
 SHOWS, PER_SHOW, BATCH = 4, 200, 50

@@ -12,13 +12,16 @@ from collections.abc import Callable
 
 import asyncpg
 import pytest
+from yarl import URL
 
 from consumers.__main__ import consumer_runners, run_until
 from consumers.dlq import list_dead_letters
 from consumers.retries import POISON
 from service.settings import Settings
-from tests.support.consumers import declare_queues, depths, fast, running, until
+from tests.support.consumers import declare_queues, depths, fast, running
 from tests.support.events import booking_made, message_for, publish, raw_message
+from tests.support.proxy import proxy_to
+from tests.support.waiting import until
 
 NAME = "show_sales"
 
@@ -119,3 +122,34 @@ async def test_without_its_database_a_consumer_waits_and_says_so_once(
     # Nothing was consumed, retried or dead-lettered: the message waits for the database.
     counts = await depths(settings, queues)
     assert counts[queues.main] == 1 and counts[queues.dead_letter] == 0
+
+
+async def test_a_lost_broker_is_logged_once_and_consumption_resumes(
+    settings: Settings, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = fast(settings, consumer_queue_prefix=f"{settings.consumer_queue_prefix}outage.")
+    queues = await declare_queues(settings, NAME)
+    show_id = uuid.uuid4()
+    before, during = (
+        [booking_made(show_id) for _ in range(5)],
+        [booking_made(show_id) for _ in range(5)],
+    )
+    sold = "SELECT coalesce(max(bookings), 0) FROM show_sales WHERE show_id = $1"
+    amqp = URL(settings.amqp_url)
+    async with proxy_to(amqp.host or "127.0.0.1", amqp.port or 5672) as proxy:
+        behind_proxy = dataclasses.replace(settings, amqp_url=str(amqp.with_port(proxy.port)))
+        with caplog.at_level(logging.INFO, logger="consumers.runner"):
+            async with running(behind_proxy, [NAME]) as (runner,):
+                await publish(settings, map(message_for, before))
+                await at_least(5, db, sold, show_id)
+                proxy.cut()
+                await publish(settings, map(message_for, during))  # straight to the broker
+                await asyncio.sleep(1.0)  # a few reconnect attempts fail meanwhile
+                assert await db.fetchval(sold, show_id) == 5
+                proxy.heal()
+                await at_least(10, db, sold, show_id)
+    lines = [r.getMessage() for r in caplog.records if "RabbitMQ" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "RabbitMQ unavailable" in lines[0] and "RabbitMQ is back" in lines[1]
+    assert runner.stats.reconnects == 1 and runner.stats.applied == 10
+    assert set((await depths(settings, queues)).values()) == {0}

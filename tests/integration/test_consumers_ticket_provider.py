@@ -16,10 +16,11 @@ from consumers.retries import EXHAUSTED, REJECTED
 from consumers.ticket_provider import booking_request
 from service.domain import BookingMade
 from service.settings import Settings
-from tests.support.consumers import declare_queues, depths, fast, running, until
+from tests.support.consumers import declare_queues, depths, fast, running
 from tests.support.events import booking_made, message_for, publish
 from tests.support.processes import environment, start
 from tests.support.provider import FakeProvider, serving
+from tests.support.waiting import until
 
 NAME = "ticket_provider"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from consumers.__main__ import consumer_runners, run_until, topology
@@ -74,12 +74,3 @@ async def own_database() -> AsyncIterator[str]:
         yield url
     finally:
         await drop_database(url)
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Poll `check` until it is true; fails the test (TimeoutError) after `within` seconds."""
-    async with asyncio.timeout(within):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.05)
