@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 from yarl import URL
 
 from consumers.__main__ import consumer_runners, run_until
@@ -152,4 +153,36 @@ async def test_a_lost_broker_is_logged_once_and_consumption_resumes(
     assert len(lines) == 2, lines
     assert "RabbitMQ unavailable" in lines[0] and "RabbitMQ is back" in lines[1]
     assert runner.stats.reconnects == 1 and runner.stats.applied == 10
+    assert set((await depths(settings, queues)).values()) == {0}
+
+
+async def test_a_lost_database_costs_no_attempts_and_consumption_resumes(
+    settings: Settings, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = fast(settings, consumer_queue_prefix=f"{settings.consumer_queue_prefix}dbdown.")
+    queues = await declare_queues(settings, NAME)
+    show_id = uuid.uuid4()
+    events = [booking_made(show_id) for _ in range(300)]
+    sold = "SELECT coalesce(max(bookings), 0) FROM show_sales WHERE show_id = $1"
+    database = make_url(settings.database_url)
+    async with proxy_to(database.host or "127.0.0.1", database.port or 5432) as proxy:
+        behind_proxy = dataclasses.replace(
+            settings, database_url=database.set(port=proxy.port).render_as_string(False)
+        )
+        with caplog.at_level(logging.INFO, logger="consumers.runner"):
+            async with running(behind_proxy, [NAME]) as (runner,):
+                await publish(settings, map(message_for, events))
+                await at_least(30, db, sold, show_id)
+                proxy.cut()  # mid-stream: transactions in flight lose their connections
+                await asyncio.sleep(1.0)
+                stalled = await db.fetchval(sold, show_id)
+                assert stalled < len(events), "the outage came too late to matter"
+                proxy.heal()
+                await at_least(len(events), db, sold, show_id)
+    lines = [r.getMessage() for r in caplog.records if "PostgreSQL" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "PostgreSQL unavailable" in lines[0] and "PostgreSQL is back" in lines[1]
+    # Not the messages' fault: nothing retried or dead-lettered, each applied once.
+    assert (runner.stats.retried, runner.stats.dead_lettered) == (0, 0)
+    assert await db.fetchval(sold, show_id) == len(events)
     assert set((await depths(settings, queues)).values()) == {0}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import UTC, datetime
 
 import pytest
 
+from consumers.__main__ import selected
 from consumers.messages import PoisonMessage, parse_booking_made
 from consumers.retries import (
     ATTEMPTS,
@@ -26,6 +28,7 @@ from consumers.show_sales import Difference, Sales, differences
 from consumers.ticket_provider import booking_request, worth_retrying
 from consumers.topology import Topology
 from service.domain import BookingMade
+from service.settings import Settings, SettingsError
 
 EVENT = BookingMade(
     event_id=uuid.uuid4(),
@@ -141,3 +144,19 @@ def test_provider_request_and_what_is_worth_retrying() -> None:
         500,
         503,
     ]
+
+
+def test_run_all_skips_the_provider_without_a_url_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    without = Settings.from_env({})
+    with caplog.at_level(logging.INFO, logger="consumers"):
+        assert selected(without, "all") == ["show_sales"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "ticket_provider skipped: TICKET_PROVIDER_URL is not set"
+    ]
+    with_url = Settings.from_env({"TICKET_PROVIDER_URL": "http://provider.example"})
+    assert selected(with_url, "all") == ["show_sales", "ticket_provider"]
+    assert selected(without, "show_sales") == ["show_sales"]
+    with pytest.raises(SettingsError, match="TICKET_PROVIDER_URL"):
+        selected(without, "ticket_provider")
