@@ -21,7 +21,7 @@ import asyncpg
 from consumers.__main__ import NAMES
 from service.settings import Settings
 from tests.support.api import booking_body, show_body
-from tests.support.consumers import declare_queues, depths, fast, own_database
+from tests.support.consumers import consumer_queues, depths, fast, own_database
 from tests.support.database import asyncpg_dsn
 from tests.support.processes import environment, start, wait_until_ready
 from tests.support.provider import FakeProvider, serving
@@ -48,63 +48,66 @@ async def test_bookings_over_http_reach_show_sales_and_the_provider(
             consumer_queue_prefix=f"{settings.consumer_queue_prefix}e2e.",
             consumer_max_attempts=20,
         )
-        queues = [await declare_queues(settings, name) for name in NAMES]
-        env = environment(
-            settings,
-            HTTP_HOST="127.0.0.1",
-            HTTP_PORT=str(port),
-            TICKET_PROVIDER_URL=provider.url,
-            CONSUMER_RETRY_DELAYS_MS="50,100,200",
-            CONSUMER_MAX_ATTEMPTS="20",
-            RELAY_POLL_INTERVAL="0.1",
-        )
-        api = await start("api", ["service", "api"], env, tmp_path)
-        relay = await start("relay", ["service", "relay"], env, tmp_path)
-        consumers = await start("consumers", ["consumers", "run", "all"], env, tmp_path)
-        children = [api, relay, consumers]
-        try:
-            base = f"http://127.0.0.1:{port}"
-            await wait_until_ready(f"{base}/ready", api)
-            started = time.monotonic()
-            statuses, accepted = await book_concurrently(base)
-            booked_in = time.monotonic() - started
-            assert set(statuses) <= {201, 400}, statuses
-            assert statuses[201] > 0 and statuses[400] > 0  # sold out shows refused the rest
-
-            db = await asyncpg.connect(asyncpg_dsn(database_url))
+        async with consumer_queues(settings, *NAMES) as queues:
+            env = environment(
+                settings,
+                HTTP_HOST="127.0.0.1",
+                HTTP_PORT=str(port),
+                TICKET_PROVIDER_URL=provider.url,
+                CONSUMER_RETRY_DELAYS_MS="50,100,200",
+                CONSUMER_MAX_ATTEMPTS="20",
+                RELAY_POLL_INTERVAL="0.1",
+            )
+            api = await start("api", ["service", "api"], env, tmp_path)
+            relay = await start("relay", ["service", "relay"], env, tmp_path)
+            consumers = await start("consumers", ["consumers", "run", "all"], env, tmp_path)
+            children = [api, relay, consumers]
             try:
+                base = f"http://127.0.0.1:{port}"
+                await wait_until_ready(f"{base}/ready", api)
+                started = time.monotonic()
+                statuses, accepted = await book_concurrently(base)
+                booked_in = time.monotonic() - started
+                assert set(statuses) <= {201, 400}, statuses
+                assert statuses[201] > 0 and statuses[400] > 0  # sold out shows refused the rest
 
-                async def everything_arrived() -> bool:
-                    sold = await db.fetchval("SELECT coalesce(sum(bookings), 0) FROM show_sales")
-                    return sold == len(accepted) and set(provider.bookings_made) >= accepted
+                db = await asyncpg.connect(asyncpg_dsn(database_url))
+                try:
 
-                await until(everything_arrived, within=60)
-                arrived_in = time.monotonic() - started
-                in_table = {
-                    str(b) for b in await db.fetchval("SELECT array_agg(booking_id) FROM bookings")
-                }
+                    async def everything_arrived() -> bool:
+                        sold = await db.fetchval(
+                            "SELECT coalesce(sum(bookings), 0) FROM show_sales"
+                        )
+                        return sold == len(accepted) and set(provider.bookings_made) >= accepted
+
+                    await until(everything_arrived, within=60)
+                    arrived_in = time.monotonic() - started
+                    in_table = {
+                        str(b)
+                        for b in await db.fetchval("SELECT array_agg(booking_id) FROM bookings")
+                    }
+                finally:
+                    await db.close()
+                for child in reversed(children):
+                    assert await child.stop() == 0, child.output()
             finally:
-                await db.close()
-            for child in reversed(children):
-                assert await child.stop() == 0, child.output()
-        finally:
-            for child in children:
-                await child.kill()
+                for child in children:
+                    await child.kill()
 
-        reconcile = await start("reconcile", ["consumers", "reconcile"], env, tmp_path)
-        async with asyncio.timeout(20):
-            assert await reconcile.process.wait() == 0, reconcile.output()
-        assert f"matches the bookings table ({len(CAPACITIES)} shows)" in reconcile.output()
-        assert in_table == accepted
-        assert set(provider.bookings_made) == accepted
-        assert set(provider.bookings_made.values()) == {1}
-        for topology in queues:
-            assert set((await depths(settings, topology)).values()) == {0}, topology.main
-    print(
-        f"\ne2e: {REQUESTS} requests, {len(accepted)} accepted, booked in {booked_in:.2f} s,"
-        f" all in show_sales and at the provider after {arrived_in:.2f} s;"
-        f" provider calls {len(provider.calls)}"
-    )
+            reconcile = await start("reconcile", ["consumers", "reconcile"], env, tmp_path)
+            async with asyncio.timeout(20):
+                assert await reconcile.process.wait() == 0, reconcile.output()
+            assert f"matches the bookings table ({len(CAPACITIES)} shows)" in reconcile.output()
+            assert in_table == accepted
+            assert set(provider.bookings_made) == accepted
+            assert set(provider.bookings_made.values()) == {1}
+            for topology in queues:
+                assert set((await depths(settings, topology)).values()) == {0}, topology.main
+            print(
+                f"\ne2e: {REQUESTS} requests, {len(accepted)} accepted in {booked_in:.2f} s,"
+                f" all in show_sales and at the provider after {arrived_in:.2f} s;"
+                f" provider calls {len(provider.calls)}"
+            )
 
 
 async def book_concurrently(base: str) -> tuple[Counter[int], set[str]]:

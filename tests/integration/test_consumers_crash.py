@@ -17,7 +17,7 @@ from service.db.engine import create_engine, serializable_sessions
 from service.db.shows import NewShow, create_show
 from service.domain import BookingRequest
 from service.settings import Settings
-from tests.support.consumers import declare_queues, depths, fast, own_database
+from tests.support.consumers import consumer_queues, depths, fast, own_database
 from tests.support.database import asyncpg_dsn
 from tests.support.events import outbox_messages, publish
 from tests.support.processes import Child, environment, start
@@ -62,53 +62,56 @@ async def test_sigkill_mid_stream_then_restart_leaves_no_difference(
             dataclasses.replace(settings, database_url=database_url),
             consumer_queue_prefix=f"{settings.consumer_queue_prefix}crash.",
         )
-        queues = await declare_queues(settings, NAME)
-        total = await book(database_url)
-        env = environment(settings, CONSUMER_RETRY_DELAYS_MS="50,100,200")
-        db = await asyncpg.connect(asyncpg_dsn(database_url))
-        try:
+        async with consumer_queues(settings, NAME) as (queues,):
+            total = await book(database_url)
+            env = environment(settings, CONSUMER_RETRY_DELAYS_MS="50,100,200")
+            db = await asyncpg.connect(asyncpg_dsn(database_url))
+            try:
 
-            async def bookings_applied() -> int:
-                return int(await db.fetchval("SELECT coalesce(sum(bookings), 0) FROM show_sales"))
+                async def bookings_applied() -> int:
+                    return int(
+                        await db.fetchval("SELECT coalesce(sum(bookings), 0) FROM show_sales")
+                    )
 
-            first = await start("consumers-1", ["consumers", "run", NAME], env, tmp_path)
-            await publish(settings, await outbox_messages(database_url))
+                first = await start("consumers-1", ["consumers", "run", NAME], env, tmp_path)
+                await publish(settings, await outbox_messages(database_url))
 
-            async def some_applied() -> bool:
-                return await bookings_applied() >= total // 10
+                async def some_applied() -> bool:
+                    return await bookings_applied() >= total // 10
 
-            await until(some_applied, within=20)
-            await first.kill()
-            killed_at = await bookings_applied()
-            assert killed_at < total, "the consumer was not killed mid-stream"
+                await until(some_applied, within=20)
+                await first.kill()
+                killed_at = await bookings_applied()
+                assert killed_at < total, "the consumer was not killed mid-stream"
 
-            second = await start("consumers-2", ["consumers", "run", NAME], env, tmp_path)
+                second = await start("consumers-2", ["consumers", "run", NAME], env, tmp_path)
 
-            async def all_applied() -> bool:
-                return await bookings_applied() >= total
+                async def all_applied() -> bool:
+                    return await bookings_applied() >= total
 
-            await until(all_applied, within=30)
-            assert await second.stop() == 0
-            stats = stopped_line(second)
+                await until(all_applied, within=30)
+                assert await second.stop() == 0
+                stats = stopped_line(second)
 
-            code, output = await reconcile(env, tmp_path, "reconcile-1")
-            assert code == 0, output
-            assert f"show_sales matches the bookings table ({SHOWS} shows)" in output
-            assert await db.fetchval("SELECT count(*) FROM inbox") == total
-            assert set((await depths(settings, queues)).values()) == {0}
+                code, output = await reconcile(env, tmp_path, "reconcile-1")
+                assert code == 0, output
+                assert f"show_sales matches the bookings table ({SHOWS} shows)" in output
+                assert await db.fetchval("SELECT count(*) FROM inbox") == total
+                assert set((await depths(settings, queues)).values()) == {0}
 
-            # And reconcile does see a difference when there is one.
-            show_id = await db.fetchval("SELECT show_id FROM show_sales LIMIT 1")
-            await db.execute(
-                "UPDATE show_sales SET tickets_sold = tickets_sold - 1 WHERE show_id = $1", show_id
-            )
-            code, output = await reconcile(env, tmp_path, "reconcile-2")
-            assert code == 1
-            assert f"show {show_id}: bookings table" in output
-            assert f"1 of {SHOWS} shows differ" in output
-        finally:
-            await db.close()
-    print(f"\nkilled after {killed_at} of {total} bookings applied; after restart: {stats}")
+                # And reconcile does see a difference when there is one.
+                show_id = await db.fetchval("SELECT show_id FROM show_sales LIMIT 1")
+                await db.execute(
+                    "UPDATE show_sales SET tickets_sold = tickets_sold - 1 WHERE show_id = $1",
+                    show_id,
+                )
+                code, output = await reconcile(env, tmp_path, "reconcile-2")
+                assert code == 1
+                assert f"show {show_id}: bookings table" in output
+                assert f"1 of {SHOWS} shows differ" in output
+            finally:
+                await db.close()
+            print(f"\nkilled after {killed_at} of {total} bookings applied; after restart: {stats}")
 
 
 def stopped_line(child: Child) -> str:

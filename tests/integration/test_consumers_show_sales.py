@@ -19,7 +19,7 @@ from consumers.__main__ import consumer_runners, run_until
 from consumers.dlq import list_dead_letters
 from consumers.retries import POISON
 from service.settings import Settings
-from tests.support.consumers import declare_queues, depths, fast, running
+from tests.support.consumers import consumer_queues, depths, fast, running
 from tests.support.events import booking_made, message_for, publish, raw_message
 from tests.support.proxy import proxy_to
 from tests.support.waiting import until
@@ -42,56 +42,56 @@ async def test_the_same_message_twice_has_one_effect(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
     settings = fast(settings)
-    queues = await declare_queues(settings, NAME)
-    show_id = uuid.uuid4()
-    once, twice = booking_made(show_id, 3), booking_made(show_id, 2)
-    # The second event arrives twice in a row and once more after the first one was applied.
-    await publish(settings, [message_for(once), message_for(twice), message_for(twice)])
-    async with running(settings, [NAME]) as (runner,):
-        await at_least(
-            2,
-            db,
-            "SELECT count(*) FROM inbox WHERE message_id = ANY($1)",
-            [once.event_id, twice.event_id],
+    async with consumer_queues(settings, NAME) as (queues,):
+        show_id = uuid.uuid4()
+        once, twice = booking_made(show_id, 3), booking_made(show_id, 2)
+        # The second event arrives twice in a row and once more after the first one was applied.
+        await publish(settings, [message_for(once), message_for(twice), message_for(twice)])
+        async with running(settings, [NAME]) as (runner,):
+            await at_least(
+                2,
+                db,
+                "SELECT count(*) FROM inbox WHERE message_id = ANY($1)",
+                [once.event_id, twice.event_id],
+            )
+            await publish(settings, [message_for(twice)])
+            await until(lambda: stat_reached(lambda: runner.stats.duplicates, 2))
+        sales = await db.fetchrow(
+            "SELECT tickets_sold, bookings FROM show_sales WHERE show_id = $1", show_id
         )
-        await publish(settings, [message_for(twice)])
-        await until(lambda: stat_reached(lambda: runner.stats.duplicates, 2))
-    sales = await db.fetchrow(
-        "SELECT tickets_sold, bookings FROM show_sales WHERE show_id = $1", show_id
-    )
-    assert (sales["tickets_sold"], sales["bookings"]) == (5, 2)
-    assert (runner.stats.applied, runner.stats.duplicates) == (2, 2)
-    assert set((await depths(settings, queues)).values()) == {0}
+        assert (sales["tickets_sold"], sales["bookings"]) == (5, 2)
+        assert (runner.stats.applied, runner.stats.duplicates) == (2, 2)
+        assert set((await depths(settings, queues)).values()) == {0}
 
 
 async def test_poison_goes_to_the_dead_letter_queue_at_once(
     settings: Settings, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = fast(settings, consumer_queue_prefix=f"{settings.consumer_queue_prefix}poison.")
-    queues = await declare_queues(settings, NAME)
-    show_id = uuid.uuid4()
-    good = [booking_made(show_id) for _ in range(5)]
-    missing = booking_made(show_id).body()
-    del missing["number_of_tickets"]
-    unreadable = raw_message(b"{not json", str(uuid.uuid4()))
-    incomplete = raw_message(json.dumps(missing).encode(), str(uuid.uuid4()))
-    await publish(settings, [unreadable, incomplete, *map(message_for, good)])
-    with caplog.at_level(logging.ERROR, logger="consumers.runner"):
-        async with running(settings, [NAME]) as (runner,):
-            sold = "SELECT coalesce(max(bookings), 0) FROM show_sales WHERE show_id = $1"
-            await at_least(5, db, sold, show_id)
-            await until(lambda: stat_reached(lambda: runner.stats.dead_lettered, 2))
-    assert runner.stats.retried == 0  # never into a retry loop
-    dead = await list_dead_letters(settings.amqp_url, queues)
-    assert {d.message_id for d in dead} == {unreadable.message_id, incomplete.message_id}
-    assert {(d.failure, d.attempts, d.consumer) for d in dead} == {(POISON, 0, NAME)}
-    errors = {d.message_id: d.last_error for d in dead}
-    assert "Invalid JSON" in errors[unreadable.message_id]
-    assert "number_of_tickets: Field required" in errors[incomplete.message_id]
-    poison_lines = [r for r in caplog.records if "poison message" in r.getMessage()]
-    assert len(poison_lines) == 2
-    # Listing took nothing away.
-    assert (await depths(settings, queues))[queues.dead_letter] == 2
+    async with consumer_queues(settings, NAME) as (queues,):
+        show_id = uuid.uuid4()
+        good = [booking_made(show_id) for _ in range(5)]
+        missing = booking_made(show_id).body()
+        del missing["number_of_tickets"]
+        unreadable = raw_message(b"{not json", str(uuid.uuid4()))
+        incomplete = raw_message(json.dumps(missing).encode(), str(uuid.uuid4()))
+        await publish(settings, [unreadable, incomplete, *map(message_for, good)])
+        with caplog.at_level(logging.ERROR, logger="consumers.runner"):
+            async with running(settings, [NAME]) as (runner,):
+                sold = "SELECT coalesce(max(bookings), 0) FROM show_sales WHERE show_id = $1"
+                await at_least(5, db, sold, show_id)
+                await until(lambda: stat_reached(lambda: runner.stats.dead_lettered, 2))
+        assert runner.stats.retried == 0  # never into a retry loop
+        dead = await list_dead_letters(settings.amqp_url, queues)
+        assert {d.message_id for d in dead} == {unreadable.message_id, incomplete.message_id}
+        assert {(d.failure, d.attempts, d.consumer) for d in dead} == {(POISON, 0, NAME)}
+        errors = {d.message_id: d.last_error for d in dead}
+        assert "Invalid JSON" in errors[unreadable.message_id]
+        assert "number_of_tickets: Field required" in errors[incomplete.message_id]
+        poison_lines = [r for r in caplog.records if "poison message" in r.getMessage()]
+        assert len(poison_lines) == 2
+        # Listing took nothing away.
+        assert (await depths(settings, queues))[queues.dead_letter] == 2
 
 
 def closed_port() -> int:
@@ -108,81 +108,81 @@ async def test_without_its_database_a_consumer_waits_and_says_so_once(
         dataclasses.replace(settings, database_url=nowhere),
         consumer_queue_prefix=f"{settings.consumer_queue_prefix}nodb.",
     )
-    queues = await declare_queues(settings, NAME)
-    await publish(settings, [message_for(booking_made(uuid.uuid4()))])
-    stopping = asyncio.Event()
-    with caplog.at_level(logging.INFO, logger="consumers.runner"):
-        async with consumer_runners(settings, [NAME]) as runners:
-            task = asyncio.create_task(run_until(runners, stopping))
-            await asyncio.sleep(1.5)  # several reconnect attempts (0.1 s, 0.2 s, 0.4 s, ...)
-            stopping.set()
-            async with asyncio.timeout(10):
-                await task
-    lines = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
-    assert len(lines) == 1 and "PostgreSQL unavailable" in lines[0]
-    # Nothing was consumed, retried or dead-lettered: the message waits for the database.
-    counts = await depths(settings, queues)
-    assert counts[queues.main] == 1 and counts[queues.dead_letter] == 0
+    async with consumer_queues(settings, NAME) as (queues,):
+        await publish(settings, [message_for(booking_made(uuid.uuid4()))])
+        stopping = asyncio.Event()
+        with caplog.at_level(logging.INFO, logger="consumers.runner"):
+            async with consumer_runners(settings, [NAME]) as runners:
+                task = asyncio.create_task(run_until(runners, stopping))
+                await asyncio.sleep(1.5)  # several reconnect attempts (0.1 s, 0.2 s, 0.4 s, ...)
+                stopping.set()
+                async with asyncio.timeout(10):
+                    await task
+        lines = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+        assert len(lines) == 1 and "PostgreSQL unavailable" in lines[0]
+        # Nothing was consumed, retried or dead-lettered: the message waits for the database.
+        counts = await depths(settings, queues)
+        assert counts[queues.main] == 1 and counts[queues.dead_letter] == 0
 
 
 async def test_a_lost_broker_is_logged_once_and_consumption_resumes(
     settings: Settings, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = fast(settings, consumer_queue_prefix=f"{settings.consumer_queue_prefix}outage.")
-    queues = await declare_queues(settings, NAME)
-    show_id = uuid.uuid4()
-    before, during = (
-        [booking_made(show_id) for _ in range(5)],
-        [booking_made(show_id) for _ in range(5)],
-    )
-    sold = "SELECT coalesce(max(bookings), 0) FROM show_sales WHERE show_id = $1"
-    amqp = URL(settings.amqp_url)
-    async with proxy_to(amqp.host or "127.0.0.1", amqp.port or 5672) as proxy:
-        behind_proxy = dataclasses.replace(settings, amqp_url=str(amqp.with_port(proxy.port)))
-        with caplog.at_level(logging.INFO, logger="consumers.runner"):
-            async with running(behind_proxy, [NAME]) as (runner,):
-                await publish(settings, map(message_for, before))
-                await at_least(5, db, sold, show_id)
-                proxy.cut()
-                await publish(settings, map(message_for, during))  # straight to the broker
-                await asyncio.sleep(1.0)  # a few reconnect attempts fail meanwhile
-                assert await db.fetchval(sold, show_id) == 5
-                proxy.heal()
-                await at_least(10, db, sold, show_id)
-    lines = [r.getMessage() for r in caplog.records if "RabbitMQ" in r.getMessage()]
-    assert len(lines) == 2, lines
-    assert "RabbitMQ unavailable" in lines[0] and "RabbitMQ is back" in lines[1]
-    assert runner.stats.reconnects == 1 and runner.stats.applied == 10
-    assert set((await depths(settings, queues)).values()) == {0}
+    async with consumer_queues(settings, NAME) as (queues,):
+        show_id = uuid.uuid4()
+        before, during = (
+            [booking_made(show_id) for _ in range(5)],
+            [booking_made(show_id) for _ in range(5)],
+        )
+        sold = "SELECT coalesce(max(bookings), 0) FROM show_sales WHERE show_id = $1"
+        amqp = URL(settings.amqp_url)
+        async with proxy_to(amqp.host or "127.0.0.1", amqp.port or 5672) as proxy:
+            behind_proxy = dataclasses.replace(settings, amqp_url=str(amqp.with_port(proxy.port)))
+            with caplog.at_level(logging.INFO, logger="consumers.runner"):
+                async with running(behind_proxy, [NAME]) as (runner,):
+                    await publish(settings, map(message_for, before))
+                    await at_least(5, db, sold, show_id)
+                    proxy.cut()
+                    await publish(settings, map(message_for, during))  # straight to the broker
+                    await asyncio.sleep(1.0)  # a few reconnect attempts fail meanwhile
+                    assert await db.fetchval(sold, show_id) == 5
+                    proxy.heal()
+                    await at_least(10, db, sold, show_id)
+        lines = [r.getMessage() for r in caplog.records if "RabbitMQ" in r.getMessage()]
+        assert len(lines) == 2, lines
+        assert "RabbitMQ unavailable" in lines[0] and "RabbitMQ is back" in lines[1]
+        assert runner.stats.reconnects == 1 and runner.stats.applied == 10
+        assert set((await depths(settings, queues)).values()) == {0}
 
 
 async def test_a_lost_database_costs_no_attempts_and_consumption_resumes(
     settings: Settings, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = fast(settings, consumer_queue_prefix=f"{settings.consumer_queue_prefix}dbdown.")
-    queues = await declare_queues(settings, NAME)
-    show_id = uuid.uuid4()
-    events = [booking_made(show_id) for _ in range(300)]
-    sold = "SELECT coalesce(max(bookings), 0) FROM show_sales WHERE show_id = $1"
-    database = make_url(settings.database_url)
-    async with proxy_to(database.host or "127.0.0.1", database.port or 5432) as proxy:
-        behind_proxy = dataclasses.replace(
-            settings, database_url=database.set(port=proxy.port).render_as_string(False)
-        )
-        with caplog.at_level(logging.INFO, logger="consumers.runner"):
-            async with running(behind_proxy, [NAME]) as (runner,):
-                await publish(settings, map(message_for, events))
-                await at_least(30, db, sold, show_id)
-                proxy.cut()  # mid-stream: transactions in flight lose their connections
-                await asyncio.sleep(1.0)
-                stalled = await db.fetchval(sold, show_id)
-                assert stalled < len(events), "the outage came too late to matter"
-                proxy.heal()
-                await at_least(len(events), db, sold, show_id)
-    lines = [r.getMessage() for r in caplog.records if "PostgreSQL" in r.getMessage()]
-    assert len(lines) == 2, lines
-    assert "PostgreSQL unavailable" in lines[0] and "PostgreSQL is back" in lines[1]
-    # Not the messages' fault: nothing retried or dead-lettered, each applied once.
-    assert (runner.stats.retried, runner.stats.dead_lettered) == (0, 0)
-    assert await db.fetchval(sold, show_id) == len(events)
-    assert set((await depths(settings, queues)).values()) == {0}
+    async with consumer_queues(settings, NAME) as (queues,):
+        show_id = uuid.uuid4()
+        events = [booking_made(show_id) for _ in range(300)]
+        sold = "SELECT coalesce(max(bookings), 0) FROM show_sales WHERE show_id = $1"
+        database = make_url(settings.database_url)
+        async with proxy_to(database.host or "127.0.0.1", database.port or 5432) as proxy:
+            behind_proxy = dataclasses.replace(
+                settings, database_url=database.set(port=proxy.port).render_as_string(False)
+            )
+            with caplog.at_level(logging.INFO, logger="consumers.runner"):
+                async with running(behind_proxy, [NAME]) as (runner,):
+                    await publish(settings, map(message_for, events))
+                    await at_least(30, db, sold, show_id)
+                    proxy.cut()  # mid-stream: transactions in flight lose their connections
+                    await asyncio.sleep(1.0)
+                    stalled = await db.fetchval(sold, show_id)
+                    assert stalled < len(events), "the outage came too late to matter"
+                    proxy.heal()
+                    await at_least(len(events), db, sold, show_id)
+        lines = [r.getMessage() for r in caplog.records if "PostgreSQL" in r.getMessage()]
+        assert len(lines) == 2, lines
+        assert "PostgreSQL unavailable" in lines[0] and "PostgreSQL is back" in lines[1]
+        # Not the messages' fault: nothing retried or dead-lettered, each applied once.
+        assert (runner.stats.retried, runner.stats.dead_lettered) == (0, 0)
+        assert await db.fetchval(sold, show_id) == len(events)
+        assert set((await depths(settings, queues)).values()) == {0}

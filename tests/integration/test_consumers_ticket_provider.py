@@ -16,7 +16,7 @@ from consumers.retries import EXHAUSTED, REJECTED
 from consumers.ticket_provider import booking_request
 from service.domain import BookingMade
 from service.settings import Settings
-from tests.support.consumers import declare_queues, depths, fast, running
+from tests.support.consumers import consumer_queues, depths, fast, running
 from tests.support.events import booking_made, message_for, publish
 from tests.support.processes import environment, start
 from tests.support.provider import FakeProvider, serving
@@ -61,31 +61,31 @@ async def test_a_flaky_provider_gets_every_booking_exactly_once(
             ticket_provider_timeout=0.3,
             consumer_max_attempts=20,  # 0.4 ** 20: no booking should run out of attempts
         )
-        queues = await declare_queues(settings, NAME)
-        shows = dict([await new_show(db) for _ in range(3)])
-        events = [booking_made(show_id, 1 + n % 3) for n in range(120) for show_id in shows][:120]
-        started = time.monotonic()
-        await publish(settings, map(message_for, events))
-        async with running(settings, [NAME]) as (runner,):
+        async with consumer_queues(settings, NAME) as (queues,):
+            shows = dict([await new_show(db) for _ in range(3)])
+            events = [booking_made(show_id, 1 + n % 3) for n in range(40) for show_id in shows]
+            started = time.monotonic()
+            await publish(settings, map(message_for, events))
+            async with running(settings, [NAME]) as (runner,):
 
-            async def all_applied() -> bool:
-                return await applied(db, events) == len(events)
+                async def all_applied() -> bool:
+                    return await applied(db, events) == len(events)
 
-            await until(all_applied, within=45)
-            drained = time.monotonic() - started
-    assert set(provider.bookings_made) == {str(e.booking_id) for e in events}
-    assert set(provider.bookings_made.values()) == {1}, "a booking was made twice"
-    for event in events:
-        calls = provider.calls_for(str(event.booking_id))
-        # Every call for a booking, repeats included, carries its key and the same request.
-        expected = booking_request(event, shows[event.show_id])
-        assert {(c.idempotency_key, str(c.body)) for c in calls} == {
-            (str(event.booking_id), str(expected))
-        }
-    assert runner.stats.dead_lettered == 0
-    assert runner.stats.retried > 0
-    assert runner.stats.applied == len(events)
-    assert set((await depths(settings, queues)).values()) == {0}, "something is stuck"
+                await until(all_applied, within=45)
+                drained = time.monotonic() - started
+            assert set(provider.bookings_made) == {str(e.booking_id) for e in events}
+            assert set(provider.bookings_made.values()) == {1}, "a booking was made twice"
+            for event in events:
+                calls = provider.calls_for(str(event.booking_id))
+                # Every call for a booking, repeats included, carries its key and the same body.
+                expected = booking_request(event, shows[event.show_id])
+                assert {(c.idempotency_key, str(c.body)) for c in calls} == {
+                    (str(event.booking_id), str(expected))
+                }
+            assert runner.stats.dead_lettered == 0
+            assert runner.stats.retried > 0
+            assert runner.stats.applied == len(events)
+            assert set((await depths(settings, queues)).values()) == {0}, "something is stuck"
     failed = sum(1 for c in provider.calls if c.status >= 500)
     print(
         f"\nflaky provider: {len(events)} bookings, {len(provider.calls)} calls answered"
@@ -105,52 +105,52 @@ async def test_a_failing_booking_is_dead_lettered_while_the_others_flow_then_red
             consumer_retry_delays_ms=(100, 200, 400),
             consumer_max_attempts=4,
         )
-        queues = await declare_queues(settings, NAME)
-        show_id, _ = await new_show(db)
-        bad, *others = [booking_made(show_id) for _ in range(21)]
-        provider.failing.add(str(bad.booking_id))
-        await publish(settings, map(message_for, [bad, *others]))  # the bad one first
-        async with running(settings, [NAME]) as (runner,):
+        async with consumer_queues(settings, NAME) as (queues,):
+            show_id, _ = await new_show(db)
+            bad, *others = [booking_made(show_id) for _ in range(21)]
+            provider.failing.add(str(bad.booking_id))
+            await publish(settings, map(message_for, [bad, *others]))  # the bad one first
+            async with running(settings, [NAME]) as (runner,):
 
-            async def others_applied() -> bool:
-                return await applied(db, others) == len(others)
+                async def others_applied() -> bool:
+                    return await applied(db, others) == len(others)
 
-            await until(others_applied)
-            assert runner.stats.dead_lettered == 0, "the others had to wait for the bad one"
+                await until(others_applied)
+                assert runner.stats.dead_lettered == 0, "the others had to wait for the bad one"
 
-            async def dead_lettered() -> bool:
-                return runner.stats.dead_lettered == 1
+                async def dead_lettered() -> bool:
+                    return runner.stats.dead_lettered == 1
 
-            await until(dead_lettered)
-            assert len(provider.calls_for(str(bad.booking_id))) == 4
-            (dead,) = await list_dead_letters(settings.amqp_url, queues)
-            assert (dead.message_id, dead.failure, dead.attempts, dead.consumer) == (
-                str(bad.event_id),
-                EXHAUSTED,
-                4,
-                NAME,
-            )
-            assert "HTTP 500" in dead.last_error
-            env = environment(
-                settings,
-                CONSUMER_RETRY_DELAYS_MS="100,200,400",
-                TICKET_PROVIDER_URL=provider.url,
-            )
-            listed = await cli(["consumers", "dlq", "list", NAME], env, tmp_path)
-            assert f"{bad.event_id}  {EXHAUSTED} after 4 attempts" in listed
-            assert "1 messages in" in listed
+                await until(dead_lettered)
+                assert len(provider.calls_for(str(bad.booking_id))) == 4
+                (dead,) = await list_dead_letters(settings.amqp_url, queues)
+                assert (dead.message_id, dead.failure, dead.attempts, dead.consumer) == (
+                    str(bad.event_id),
+                    EXHAUSTED,
+                    4,
+                    NAME,
+                )
+                assert "HTTP 500" in dead.last_error
+                env = environment(
+                    settings,
+                    CONSUMER_RETRY_DELAYS_MS="100,200,400",
+                    TICKET_PROVIDER_URL=provider.url,
+                )
+                listed = await cli(["consumers", "dlq", "list", NAME], env, tmp_path)
+                assert f"{bad.event_id}  {EXHAUSTED} after 4 attempts" in listed
+                assert "1 messages in" in listed
 
-            provider.failing.clear()  # the provider is fixed; send the message round again
-            assert "sent 1 messages" in await cli(
-                ["consumers", "dlq", "redrive", NAME], env, tmp_path
-            )
+                provider.failing.clear()  # the provider is fixed; send the message round again
+                assert "sent 1 messages" in await cli(
+                    ["consumers", "dlq", "redrive", NAME], env, tmp_path
+                )
 
-            async def bad_applied() -> bool:
-                return await applied(db, [bad]) == 1
+                async def bad_applied() -> bool:
+                    return await applied(db, [bad]) == 1
 
-            await until(bad_applied)
-    assert provider.bookings_made[str(bad.booking_id)] == 1
-    assert set((await depths(settings, queues)).values()) == {0}
+                await until(bad_applied)
+            assert provider.bookings_made[str(bad.booking_id)] == 1
+            assert set((await depths(settings, queues)).values()) == {0}
 
 
 async def test_a_refused_booking_goes_to_the_dead_letter_queue_at_once(
@@ -163,22 +163,22 @@ async def test_a_refused_booking_goes_to_the_dead_letter_queue_at_once(
             consumer_queue_prefix=f"{settings.consumer_queue_prefix}refused.",
             ticket_provider_url=provider.url,
         )
-        queues = await declare_queues(settings, NAME)
-        show_id, _ = await new_show(db)
-        refused = booking_made(show_id)
-        provider.refusing.add(str(refused.booking_id))
-        await publish(settings, [message_for(refused)])
-        async with running(settings, [NAME]) as (runner,):
+        async with consumer_queues(settings, NAME) as (queues,):
+            show_id, _ = await new_show(db)
+            refused = booking_made(show_id)
+            provider.refusing.add(str(refused.booking_id))
+            await publish(settings, [message_for(refused)])
+            async with running(settings, [NAME]) as (runner,):
 
-            async def dead_lettered() -> bool:
-                return runner.stats.dead_lettered == 1
+                async def dead_lettered() -> bool:
+                    return runner.stats.dead_lettered == 1
 
-            await until(dead_lettered)
-    (dead,) = await list_dead_letters(settings.amqp_url, queues)
-    assert (dead.failure, dead.attempts) == (REJECTED, 1)
-    assert "HTTP 400" in dead.last_error
-    assert len(provider.calls) == 1 and runner.stats.retried == 0
-    assert topology(settings, NAME).dead_letter == queues.dead_letter
+                await until(dead_lettered)
+            (dead,) = await list_dead_letters(settings.amqp_url, queues)
+            assert (dead.failure, dead.attempts) == (REJECTED, 1)
+            assert "HTTP 400" in dead.last_error
+            assert len(provider.calls) == 1 and runner.stats.retried == 0
+            assert topology(settings, NAME).dead_letter == queues.dead_letter
 
 
 async def cli(args: list[str], env: dict[str, str], log_dir: Path) -> str:

@@ -22,17 +22,29 @@ def fast(settings: Settings, **changes: object) -> Settings:
     return dataclasses.replace(settings, **(FAST | changes))  # type: ignore[arg-type]
 
 
-async def declare_queues(settings: Settings, name: str) -> Topology:
-    """Declare a consumer's queues before anything is published (so nothing goes unrouted),
-    and have the run delete them at its end."""
+@asynccontextmanager
+async def consumer_queues(settings: Settings, *names: str) -> AsyncIterator[list[Topology]]:
+    """Declare consumers' queues before anything is published (so nothing goes unrouted);
+    delete them when the test is done, so they do not collect later tests' events."""
     from tests.conftest import RUN_QUEUES
 
-    queues = topology(settings, name)
+    declared = [topology(settings, name) for name in names]
+    names_of_queues = [q for queues in declared for q in queues.queue_names()]
+    # Deleted by the run even if this test dies before its own clean-up.
+    RUN_QUEUES.extend(q for q in names_of_queues if q not in RUN_QUEUES)
     connection = await connect(settings.amqp_url, "tickets-test-declare")
     async with connection:
-        await declare(await connection.channel(), settings.events_exchange, queues)
-    RUN_QUEUES.extend(n for n in queues.queue_names() if n not in RUN_QUEUES)
-    return queues
+        channel = await connection.channel()
+        for queues in declared:
+            await declare(channel, settings.events_exchange, queues)
+    try:
+        yield declared
+    finally:
+        connection = await connect(settings.amqp_url, "tickets-test-delete")
+        async with connection:
+            channel = await connection.channel()
+            for name in names_of_queues:
+                await channel.queue_delete(name)
 
 
 async def depths(settings: Settings, queues: Topology) -> dict[str, int]:
