@@ -18,7 +18,8 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers import dlq, show_sales, ticket_provider
-from consumers.runner import Consumer, ConsumerRunner
+from consumers.inbox import OUTAGES
+from consumers.runner import BROKER_ERRORS, Consumer, ConsumerRunner
 from consumers.topology import Topology
 from service.db.engine import create_engine
 from service.logs import configure_logging
@@ -27,6 +28,7 @@ from service.settings import Settings, SettingsError
 log = logging.getLogger("consumers")
 
 NAMES = (show_sales.NAME, ticket_provider.NAME)
+UNREACHABLE = (*BROKER_ERRORS, *OUTAGES)
 
 
 def selected(settings: Settings, name: str) -> list[str]:
@@ -148,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
+    except UNREACHABLE as error:
+        # The one-shot commands (dlq, reconcile) say what they could not reach, no traceback;
+        # `run` never gets here, it waits for its dependencies instead.
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
