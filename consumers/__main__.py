@@ -19,10 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers import dlq, show_sales, ticket_provider
 from consumers.inbox import OUTAGES
-from consumers.runner import BROKER_ERRORS, Consumer, ConsumerRunner
+from consumers.runner import Consumer, ConsumerRunner
 from consumers.topology import Topology
 from service.db.engine import create_engine
 from service.logs import configure_logging
+from service.relay import BROKER_ERRORS
 from service.settings import Settings, SettingsError
 
 log = logging.getLogger("consumers")

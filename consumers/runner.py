@@ -41,7 +41,9 @@ from consumers.topology import Topology, declare
 from service.api.correlation import current as current_correlation_id
 from service.broker import connect
 from service.domain import BookingMade
-from service.relay import Backoff  # the relay's capped, jittered reconnect backoff
+
+# The relay's capped, jittered reconnect backoff, and what a lost or refusing RabbitMQ raises.
+from service.relay import BROKER_ERRORS, Backoff
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,12 +56,6 @@ PUBLISH_TIMEOUT_SECONDS = 10.0
 # timeout); a lost connection only briefly, since their acks cannot arrive anyway.
 DRAIN_ON_STOP_SECONDS = 30.0
 DRAIN_ON_LOSS_SECONDS = 2.0
-BROKER_ERRORS = (
-    OSError,
-    TimeoutError,
-    aio_pika.exceptions.AMQPError,
-    aio_pika.exceptions.ChannelInvalidStateError,
-)
 
 
 class Consumer(Protocol):
