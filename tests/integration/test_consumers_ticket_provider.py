@@ -188,3 +188,31 @@ async def cli(args: list[str], env: dict[str, str], log_dir: Path) -> str:
         code = await child.process.wait()
     assert code == 0, child.output()
     return child.output()
+
+
+async def test_a_stop_lets_the_calls_in_flight_finish(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    provider = FakeProvider(hang_rate=1.0, hang_seconds=0.5)  # every call takes half a second
+    async with serving(provider):
+        settings = fast(
+            settings,
+            consumer_queue_prefix=f"{settings.consumer_queue_prefix}stop.",
+            ticket_provider_url=provider.url,
+            ticket_provider_timeout=5.0,
+        )
+        async with consumer_queues(settings, NAME) as (queues,):
+            show_id, _ = await new_show(db)
+            events = [booking_made(show_id) for _ in range(5)]
+            await publish(settings, map(message_for, events))
+            async with running(settings, [NAME]) as (runner,):
+
+                async def all_in_flight() -> bool:
+                    return provider.received == len(events)
+
+                await until(all_in_flight)
+                # Leaving the block stops the runner while all five calls are in flight.
+            assert runner.stats.applied == len(events)
+            assert await applied(db, events) == len(events)
+            assert set((await depths(settings, queues)).values()) == {0}
+    assert len(provider.calls) == len(events)  # no call repeated after the stop

@@ -32,7 +32,8 @@ class FakeProvider:
     seed: int = 5
     failing: set[str] = field(default_factory=set)  # booking ids answered 500, always
     refusing: set[str] = field(default_factory=set)  # booking ids answered 400
-    calls: list[Call] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)  # answered calls
+    received: int = 0  # calls that arrived, answered or not yet
     booked: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> first body
     bookings_made: dict[str, int] = field(default_factory=dict)  # key -> tickets created
     url: str = ""
@@ -41,6 +42,7 @@ class FakeProvider:
         self._random = random.Random(self.seed)
 
     async def handle(self, request: web.Request) -> web.Response:
+        self.received += 1
         body = await request.json()
         key = request.headers.get("Idempotency-Key")
         status = await self._answer(key, body)
