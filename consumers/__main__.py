@@ -21,9 +21,9 @@ from consumers import dlq, show_sales, ticket_provider
 from consumers.inbox import OUTAGES
 from consumers.runner import Consumer, ConsumerRunner
 from consumers.topology import Topology
+from service.broker import BROKER_ERRORS
 from service.db.engine import create_engine
 from service.logs import configure_logging
-from service.relay import BROKER_ERRORS
 from service.settings import Settings, SettingsError
 
 log = logging.getLogger("consumers")

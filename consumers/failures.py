@@ -10,11 +10,9 @@
 
 from __future__ import annotations
 
+from service.outages import Unavailable
 
-class Unavailable(Exception):
-    def __init__(self, what: str, error: BaseException) -> None:
-        super().__init__(f"{what} unavailable: {error!r}")
-        self.what = what
+__all__ = ["Rejected", "Unavailable"]
 
 
 class Rejected(Exception):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from functools import partial
 from typing import Protocol, TypeVar
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from consumers.failures import Rejected, Unavailable
 from consumers.messages import PoisonMessage, parse_booking_made
@@ -39,11 +38,9 @@ from consumers.retries import (
 )
 from consumers.topology import Topology, declare
 from service.api.correlation import current as current_correlation_id
-from service.broker import connect
+from service.broker import BROKER_ERRORS, close_quietly, connect
 from service.domain import BookingMade
-
-# The relay's capped, jittered reconnect backoff, and what a lost or refusing RabbitMQ raises.
-from service.relay import BROKER_ERRORS, Backoff
+from service.outages import Backoff, OutageLog, sleep_unless
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,7 +98,8 @@ class ConsumerRunner:
             settings.consumer_max_attempts, settings.consumer_retry_delays_ms
         )
         self._stopping = asyncio.Event()
-        self._health = _Health(consumer.name)
+        self._outages = OutageLog(log, consumer.name, "consuming")
+        self._started = False
         self._in_flight: set[asyncio.Task[object]] = set()
         self.stats = ConsumerStats()
         self.consuming = asyncio.Event()  # set while messages are being taken, for tests
@@ -121,12 +119,12 @@ class ConsumerRunner:
                 await self._consume(backoff)
             except Unavailable as error:
                 delay = backoff.next_delay()
-                self._health.failed(error, delay)
-                await _wait(self._stopping, delay)
+                self._outages.failed(error, delay)
+                await sleep_unless(self._stopping, delay)
             except Exception:
                 delay = backoff.next_delay()
                 log.exception("%s failed unexpectedly; restarting in %.1f s", self.name, delay)
-                await _wait(self._stopping, delay)
+                await sleep_unless(self._stopping, delay)
             finally:
                 self.consuming.clear()
         log.info("%s stopped: %s", self.name, self.stats)
@@ -140,8 +138,12 @@ class ConsumerRunner:
             lost = _Lost()
             channel.close_callbacks.add(lost.on_channel_closed)
             tag = await _broker(queue.consume(partial(self._deliver, channel, lost)))
-            if self._health.recovered():
+            self._outages.recovered()
+            if self._started:
                 self.stats.reconnects += 1
+            else:
+                log.info("%s: consuming", self.name)
+            self._started = True
             backoff.reset()
             self.consuming.set()
             await _first(self._stopping, lost.event)
@@ -179,7 +181,7 @@ class ConsumerRunner:
             yield channel
         finally:
             # Closing returns every unacked message to its queue.
-            await _close(connection)
+            await close_quietly(connection)
 
     async def _deliver(
         self,
@@ -326,13 +328,6 @@ async def _broker(operation: Awaitable[T]) -> T:
         raise Unavailable("RabbitMQ", error) from error
 
 
-async def _close(connection: AbstractConnection) -> None:
-    # A broker that stopped answering must not hang the runner on its way out.
-    with contextlib.suppress(*BROKER_ERRORS):
-        async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
-            await connection.close()
-
-
 async def _first(*events: asyncio.Event) -> None:
     """Until one of the events is set."""
     waiters = [asyncio.create_task(event.wait()) for event in events]
@@ -341,42 +336,3 @@ async def _first(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()
-
-
-class _Health:
-    """One log line per state change, not one per retry."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._problem: str | None = None
-        self._since = 0.0
-        self._started = False
-
-    def failed(self, error: Unavailable, delay: float) -> None:
-        if self._problem == error.what:
-            log.debug("%s: %s; retrying in %.1f s", self._name, error, delay)
-            return
-        if self._problem is None:
-            self._since = time.monotonic()
-        self._problem = error.what
-        log.warning("%s: %s; backing off (next try in %.1f s)", self._name, error, delay)
-
-    def recovered(self) -> bool:
-        """Log the way back; True if this is a reconnect rather than the first start."""
-        if self._problem is not None:
-            down = time.monotonic() - self._since
-            log.info(
-                "%s: %s is back after %.1f s; consuming again", self._name, self._problem, down
-            )
-        elif not self._started:
-            log.info("%s: consuming", self._name)
-        reconnect = self._started
-        self._started = True
-        self._problem = None
-        return reconnect

@@ -6,10 +6,21 @@ other arguments (PRECONDITION_FAILED), so the relay and every consumer must decl
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 CONNECT_TIMEOUT_SECONDS = 5.0
+CLOSE_TIMEOUT_SECONDS = 2.0
+# What a lost, refusing or hung RabbitMQ raises.
+BROKER_ERRORS = (
+    OSError,
+    TimeoutError,
+    aio_pika.exceptions.AMQPError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+)
 
 
 def unrouted_name(events_exchange: str) -> str:
@@ -43,3 +54,10 @@ async def declare_events_exchange(channel: AbstractChannel, name: str) -> Abstra
         durable=True,
         arguments={"alternate-exchange": unrouted},
     )
+
+
+async def close_quietly(connection: AbstractConnection) -> None:
+    """Close, bounded in time: a broker that stopped answering must not hang the way out."""
+    with contextlib.suppress(*BROKER_ERRORS):
+        async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+            await connection.close()

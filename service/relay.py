@@ -17,17 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from typing import TypeVar
 
 import aio_pika
 import asyncpg
-from aio_pika.abc import AbstractConnection, AbstractExchange
+from aio_pika.abc import AbstractExchange
 
-from service.broker import connect, declare_events_exchange
+from service.broker import BROKER_ERRORS, close_quietly, connect, declare_events_exchange
 from service.db.engine import asyncpg_dsn
 from service.db.outbox import (
     NOTIFY_CHANNEL,
@@ -37,29 +35,16 @@ from service.db.outbox import (
     purge_published,
     try_lead,
 )
+from service.outages import Backoff, OutageLog, Unavailable, sleep_unless
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PURGE_BATCH = 1_000
-CLOSE_TIMEOUT_SECONDS = 2.0
-# What a lost database or broker looks like; anything else is a bug, logged with its traceback.
+CLOSE_TIMEOUT_SECONDS = 2.0  # for the database connection
+# What a lost database looks like; anything else is a bug, logged with its traceback.
 DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
-BROKER_ERRORS = (
-    OSError,
-    TimeoutError,
-    aio_pika.exceptions.AMQPError,
-    aio_pika.exceptions.ChannelInvalidStateError,
-)
-
-
-class Unavailable(Exception):
-    """PostgreSQL or RabbitMQ cannot be used right now; the relay backs off and reconnects."""
-
-    def __init__(self, what: str, error: BaseException) -> None:
-        super().__init__(f"{what} unavailable: {error!r}")
-        self.what = what
 
 
 def message_for(row: OutboxRow) -> aio_pika.Message:
@@ -87,46 +72,6 @@ def confirmed_prefix(rows: Sequence[OutboxRow], errors: Sequence[BaseException |
     return len(rows)
 
 
-class Backoff:
-    """Exponential, capped, with jitter so that restarting relays do not reconnect in step."""
-
-    def __init__(self, cap: float, first: float = 0.1) -> None:
-        self._cap = cap
-        self._first = first
-        self._attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self._cap, self._first * 2.0**self._attempt)
-        self._attempt = min(self._attempt + 1, 30)  # past the cap anyway; no float overflow
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-
-class _Health:
-    """One log line per state change, not one per retry."""
-
-    def __init__(self) -> None:
-        self._problem: str | None = None
-        self._since = 0.0
-
-    def failed(self, error: Unavailable, delay: float) -> None:
-        if self._problem == error.what:
-            log.debug("%s; retrying in %.1f s", error, delay)
-            return
-        if self._problem is None:
-            self._since = time.monotonic()
-        self._problem = error.what
-        log.warning("%s; backing off (next try in %.1f s)", error, delay)
-
-    def recovered(self) -> None:
-        if self._problem is not None:
-            down = time.monotonic() - self._since
-            log.info("%s is back after %.1f s; relaying again", self._problem, down)
-        self._problem = None
-
-
 class _InFlight:
     """A batch handed to the broker whose confirms are still to come."""
 
@@ -150,7 +95,7 @@ class OutboxRelay:
         self._application_name = application_name
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self._health = _Health()
+        self._outages = OutageLog(log, "relay", "relaying")
         self._role = ""
         self.published = 0  # events confirmed by RabbitMQ, for tests and benchmarks
         self.leading = False
@@ -176,19 +121,19 @@ class OutboxRelay:
                 await self._lead_and_relay(backoff)
             except Unavailable as error:
                 delay = backoff.next_delay()
-                self._health.failed(error, delay)
-                await _wait(self._stopping, delay)
+                self._outages.failed(error, delay)
+                await sleep_unless(self._stopping, delay)
             except Exception:
                 delay = backoff.next_delay()
                 log.exception("relay failed unexpectedly; restarting in %.1f s", delay)
-                await _wait(self._stopping, delay)
+                await sleep_unless(self._stopping, delay)
 
     async def _lead_and_relay(self, backoff: Backoff) -> None:
         # The broker first: a relay that cannot reach RabbitMQ does not hold the lead, so a
         # standby that can reach it takes over.
         async with self._events_exchange() as exchange, self._database() as conn:
             backoff.reset()
-            self._health.recovered()
+            self._outages.recovered()
             if not await self._wait_for_lead(conn):
                 return
             self.leading = True
@@ -196,7 +141,7 @@ class OutboxRelay:
                 await _db(conn.add_listener(NOTIFY_CHANNEL, self._on_notify))
                 while not self._stopping.is_set():
                     if await self._relay_until_empty(conn, exchange) == 0:
-                        await _wait(self._wake, self._settings.relay_poll_interval)
+                        await sleep_unless(self._wake, self._settings.relay_poll_interval)
             finally:
                 self.leading = False
 
@@ -206,7 +151,7 @@ class OutboxRelay:
                 self._announce("leading: this relay publishes the outbox")
                 return True
             self._announce("standby: another relay leads; taking over when its session ends")
-            await _wait(self._stopping, self._settings.relay_poll_interval)
+            await sleep_unless(self._stopping, self._settings.relay_poll_interval)
         return False
 
     def _announce(self, role: str) -> None:
@@ -304,17 +249,17 @@ class OutboxRelay:
             channel = await connection.channel(publisher_confirms=True)
             exchange = await declare_events_exchange(channel, self._settings.events_exchange)
         except BROKER_ERRORS as error:
-            await _close(connection)
+            await close_quietly(connection)
             raise Unavailable("RabbitMQ", error) from error
         try:
             yield exchange
         finally:
-            await _close(connection)
+            await close_quietly(connection)
 
     async def _purge_forever(self) -> None:
         interval = self._settings.outbox_purge_interval
         while not self._stopping.is_set():
-            await _wait(self._stopping, interval)
+            await sleep_unless(self._stopping, interval)
             try:
                 purged = await self._purge()
             except DATABASE_ERRORS as error:
@@ -346,16 +291,3 @@ async def _db(operation: Awaitable[T]) -> T:
         return await operation
     except DATABASE_ERRORS as error:
         raise Unavailable("PostgreSQL", error) from error
-
-
-async def _close(connection: AbstractConnection) -> None:
-    # A broker that stopped answering must not hang the relay on its way out.
-    with contextlib.suppress(*BROKER_ERRORS):
-        async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
-            await connection.close()
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()

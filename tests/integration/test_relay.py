@@ -11,7 +11,7 @@ import dataclasses
 import json
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -97,6 +97,13 @@ def assert_at_least_once(received: Received, expected_ids: set[str]) -> None:
         assert message.message_id == body["header"]["id"]
         by_booking[body["booking_id"]].add(str(message.message_id))
     assert all(len(ids) == 1 for ids in by_booking.values())
+
+
+def nothing_unpublished(db: asyncpg.Connection) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return int(await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")) == 0
+
+    return check
 
 
 async def all_event_ids(db: asyncpg.Connection) -> set[str]:
@@ -211,6 +218,7 @@ async def test_broker_outage_keeps_bookings_flowing_and_drains_after(
             show_id = await create_show(client, 1000)
             await book_n(client, show_id, 10)
             await received.wait_for(10)
+            await until(nothing_unpublished(db))  # confirmed and marked, not only delivered
 
             proxy.cut()
             await book_n(client, show_id, 40)  # every booking succeeds while the broker is away
@@ -239,6 +247,7 @@ async def test_publish_that_hangs_times_out_and_recovers(
         ):
             await book_many(relay_settings.database_url, 1, 5)
             await received.wait_for(5)
+            await until(nothing_unpublished(db))
             proxy.blackhole()  # the broker stops answering: confirms never come
             await book_many(relay_settings.database_url, 2, 20)
             await asyncio.sleep(relay_settings.relay_publish_timeout + 0.5)

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import aio_pika
 
 from service.db.outbox import OutboxRow
-from service.relay import Backoff, confirmed_prefix, message_for
+from service.outages import Backoff
+from service.relay import confirmed_prefix, message_for
 
 
 def row(n: int = 1) -> OutboxRow:
