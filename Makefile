@@ -19,10 +19,10 @@ migrate: install
 
 # One foreground command: Ctrl-C (or a dying process) stops them all.
 run: migrate
-	@trap 'kill 0' EXIT INT TERM; \
-	$(PY) python -m service api & \
-	$(PY) python -m service relay & \
-	$(PY) python -m consumers run all & \
+	@$(PY) python -m service api & pids=$$!; \
+	$(PY) python -m service relay & pids="$$pids $$!"; \
+	$(PY) python -m consumers run all & pids="$$pids $$!"; \
+	trap 'kill $$pids 2>/dev/null; wait' EXIT INT TERM; \
 	wait -n
 
 api: install
