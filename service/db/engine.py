@@ -7,10 +7,11 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 from alembic.config import Config
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
@@ -116,3 +117,29 @@ def migrate(database_url: str) -> None:
     """Create the database if it is missing, then run Alembic to head (blocking; own event loop)."""
     asyncio.run(create_database_if_missing(database_url))
     command.upgrade(alembic_config(database_url), "head")
+
+
+# lock_not_available: a statement waited for a row lock longer than lock_timeout.
+LOCK_TIMEOUT_SQLSTATE = "55P03"
+
+
+def is_lock_timeout(error: BaseException) -> bool:
+    orig = getattr(error, "orig", None)
+    return (
+        isinstance(error, DBAPIError) and getattr(orig, "sqlstate", None) == LOCK_TIMEOUT_SQLSTATE
+    )
+
+
+def bound_lock_waits(engine: AsyncEngine, seconds: float) -> None:
+    """Every connection `engine` opens gives up waiting for a row lock after `seconds`.
+
+    A booking stuck behind a lock that a hung transaction holds would otherwise wait, and keep
+    its whole batch waiting, for as long as that transaction lives.
+    """
+    milliseconds = max(1, round(seconds * 1000))
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def set_lock_timeout(dbapi_connection: Any, _record: Any) -> None:
+        # On the driver's connection itself: through the adapter it would run in a transaction
+        # that the pool rolls back, and the setting with it.
+        dbapi_connection.run_async(lambda conn: conn.execute(f"SET lock_timeout = {milliseconds}"))
