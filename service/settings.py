@@ -131,6 +131,9 @@ class Settings:
                 env, "CONSUMER_QUEUE_PREFIX", str, d.consumer_queue_prefix, always_valid
             ),
         )
+        if settings.api_workers > 1 and settings.http_port == 0:
+            # Port 0 would give every worker a port of its own, none of them known.
+            raise SettingsError("API_WORKERS > 1 needs a fixed HTTP_PORT, not 0")
         return settings
 
 

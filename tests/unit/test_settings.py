@@ -92,3 +92,8 @@ def test_reads_coalescing_bounds() -> None:
 def test_bad_coalescing_value_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_several_workers_need_a_fixed_port() -> None:
+    with pytest.raises(SettingsError, match="API_WORKERS"):
+        Settings.from_env({"API_WORKERS": "2", "HTTP_PORT": "0"})
