@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Uuid, any_, bindparam, insert, select, update
+from sqlalchemy import ARRAY, Select, Table, Uuid, any_, bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -105,9 +105,49 @@ async def _book(
         [{"target": show_id, "added": tickets} for show_id, tickets in added],
     )
     now = datetime.now(UTC)
-    await session.execute(insert(bookings), [_booking_row(r, now) for r in decision.accepted])
-    await session.execute(insert(outbox), [_outbox_row(r, now) for r in decision.accepted])
+    booking_rows = [_booking_row(r, now) for r in decision.accepted]
+    outbox_rows = [_outbox_row(r, now) for r in decision.accepted]
+    await session.execute(
+        _INSERT_BOOKINGS_AND_EVENTS,
+        _as_arrays(bookings, booking_rows) | _as_arrays(outbox, outbox_rows),
+    )
     return decision
+
+
+def _from_arrays(table: Table) -> Select[Any]:
+    """SELECT * FROM unnest(:column_1, :column_2, ...): many rows passed as one array per
+    column, so the statement (and its prepared plan) is the same whatever the batch size."""
+    columns = _INSERTED[table.name]
+    arrays = [bindparam(f"{table.name}_{c}", type_=ARRAY(table.c[c].type)) for c in columns]
+    return select(func.unnest(*arrays).table_valued(*columns).render_derived())
+
+
+def _as_arrays(table: Table, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {f"{table.name}_{c}": [row[c] for row in rows] for c in _INSERTED[table.name]}
+
+
+_INSERTED = {
+    "bookings": (
+        "booking_id", "show_id", "number_of_tickets", "customer_email", "correlation_id",
+        "created_at",
+    ),
+    "outbox": (
+        "event_id", "routing_key", "ordering_key", "payload", "correlation_id", "created_at"
+    ),
+}  # fmt: skip
+
+# The bookings and their outbox rows in one statement, one round trip fewer per transaction.
+# The counter update before it has already taken the show's row lock, and that lock is what
+# makes a show's outbox ids follow commit order.
+_INSERT_BOOKINGS_AND_EVENTS = (
+    insert(outbox)
+    .from_select(_INSERTED["outbox"], _from_arrays(outbox))
+    .add_cte(
+        insert(bookings)
+        .from_select(_INSERTED["bookings"], _from_arrays(bookings))
+        .cte("new_bookings")
+    )
+)
 
 
 def _booking_row(request: BookingRequest, now: datetime) -> dict[str, Any]:
