@@ -14,7 +14,12 @@ from service.api.errors import error_middleware
 from service.api.state import BOOKER, READ_SESSIONS, STATS
 from service.coalescer import Booker, BookingCoalescer, OneTransactionPerRequest
 from service.db.booking import BookingStats, book_requests
-from service.db.engine import bound_lock_waits, create_engine, serializable_sessions
+from service.db.engine import (
+    bound_lock_waits,
+    create_engine,
+    refuse_closed_connections,
+    serializable_sessions,
+)
 from service.domain import BatchDecision, BookingRequest
 from service.settings import Settings
 
@@ -37,7 +42,8 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _database(app: web.Application, settings: Settings) -> AsyncIterator[None]:
-    engine = create_engine(settings.database_url, settings.db_pool_size)
+    engine = create_engine(settings.database_url, settings.db_pool_size, pre_ping=False)
+    refuse_closed_connections(engine)
     bound_lock_waits(engine, settings.booking_max_wait)
     booking_sessions = serializable_sessions(engine)
     stats = BookingStats()

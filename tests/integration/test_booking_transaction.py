@@ -9,13 +9,20 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.booking import BookingStats, book_requests
-from service.db.engine import bound_lock_waits, create_engine, serializable_sessions
+from service.db.engine import (
+    bound_lock_waits,
+    create_engine,
+    refuse_closed_connections,
+    serializable_sessions,
+)
 from service.db.shows import NewShow, create_show
 from service.domain import BookingRequest, ContentionExhausted
 from tests.support.invariants import assert_show_consistent
+from tests.support.row_locks import until
 
 
 @pytest.fixture
@@ -78,5 +85,32 @@ async def test_a_row_lock_held_too_long_is_busy_not_a_hang(
             decision = await book_requests(sessions, [booking(show_id, 1)], 5)
         assert len(decision.accepted) == 1
         assert await assert_show_consistent(db, show_id) == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_a_connection_the_server_closed_is_not_handed_out_again(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    # The API's engine: no pre-ping round trips, a local check of the connection instead.
+    engine = create_engine(database_url, pool_size=1, pre_ping=False)
+    refuse_closed_connections(engine)
+    sessions = serializable_sessions(engine)
+    try:
+        show_id = await new_show(sessions, 5)
+        async with engine.connect() as conn:
+            pooled = (await conn.get_raw_connection()).driver_connection
+            pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+        assert pooled is not None
+        async with asyncio.timeout(10):
+            # PostgreSQL ends the pooled connection (as on a restart or pg_terminate_backend).
+            assert await db.fetchval("SELECT pg_terminate_backend($1)", pid)
+
+            async def closed() -> bool:  # asyncpg notices once the event loop reads the socket
+                return bool(pooled.is_closed())
+
+            await until(closed)
+            decision = await book_requests(sessions, [booking(show_id, 1)], 5)
+        assert len(decision.accepted) == 1
     finally:
         await engine.dispose()
