@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import multiprocessing
 import signal
 import sys
+from functools import partial
 
 import asyncpg
 from aiohttp import web
 
 from service.api import create_app
+from service.api.workers import run_workers
 from service.db.engine import asyncpg_dsn, migrate
 from service.db.outbox import OutboxStatus, outbox_status
 from service.logs import configure_logging
@@ -28,14 +29,9 @@ def run_api(settings: Settings) -> None:
         return
     # Several processes on one port; the kernel spreads connections over them. Each has its own
     # pool and coalescer: the database, not a process, decides what is booked.
-    workers = [
-        multiprocessing.Process(target=_serve, args=(settings, True), name=f"api-{n}")
-        for n in range(settings.api_workers)
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    status = run_workers(partial(_serve, settings, True), settings.api_workers)
+    if status != 0:
+        sys.exit(status)
 
 
 def _serve(settings: Settings, reuse_port: bool) -> None:

@@ -1,9 +1,19 @@
-"""Per-show coalescing: concurrent requests for one show share one booking transaction.
+"""Coalescing: concurrent booking requests share booking transactions.
 
 One SERIALIZABLE transaction per request makes a hot show's buyers fight over its counter row and
-spend their time in retries. Here, while a show's transaction runs, later requests for that show
-wait in arrival order; the next transaction takes up to `batch_max` of them at once and answers
-each on its own. A lone request starts at once, so coalescing adds no latency when it is quiet.
+spend their time in retries, and pays a transaction's fixed cost for every single ticket. Here,
+requests queue in a lane; while a lane's transaction runs, later requests wait in arrival order,
+and the next transaction takes up to `batch_max` of them at once and answers each on its own.
+A lone request starts at once, so coalescing adds no latency when it is quiet.
+
+Every show always uses the same lane (show id modulo the number of lanes), so a show's requests
+are decided in arrival order and a show never has two transactions of one process in flight. A
+lane carries many shows: on a hot show its batches are that show's buyers; spread over many
+shows, one transaction books requests for several shows at once. Lanes run side by side.
+
+Bounds: a batch takes at most `batch_max` requests; a request waits at most `max_wait` for its
+turn, then is answered "busy" without having been booked (its transaction's own waits are bounded
+by retries and the connection's lock_timeout). A failed transaction fails only its own batch.
 The database stays the source of truth: several processes coalescing on their own are still
 correct, they merely contend with each other (and retry) like single requests would.
 """
@@ -18,21 +28,29 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from service.domain import BatchDecision, BookingRequest, NotEnoughSeats
+from service.domain import (
+    BatchDecision,
+    BookingRequest,
+    ContentionExhausted,
+    NotEnoughSeats,
+    ShowNotFound,
+)
 
 log = logging.getLogger(__name__)
 
-BookBatch = Callable[[uuid.UUID, list[BookingRequest]], Awaitable[BatchDecision]]
+BookRequests = Callable[[list[BookingRequest]], Awaitable[BatchDecision]]
 
 
 @dataclass(slots=True)
 class _Pending:
     request: BookingRequest
     answer: asyncio.Future[None]
+    # Taken into a batch: from then on its outcome is the batch's, whatever the caller does.
+    in_batch: bool = False
 
 
 @dataclass(slots=True)
-class _ShowQueue:
+class _Lane:
     waiting: deque[_Pending] = field(default_factory=deque)
     worker: asyncio.Task[None] | None = None
 
@@ -46,70 +64,118 @@ class Booker(Protocol):
 class OneTransactionPerRequest:
     """Every request its own transaction: the contention baseline (BOOKING_COALESCING=false)."""
 
-    def __init__(self, book_batch: BookBatch) -> None:
-        self._book_batch = book_batch
+    def __init__(self, book_requests: BookRequests) -> None:
+        self._book_requests = book_requests
 
     async def book(self, request: BookingRequest) -> None:
-        decision = await self._book_batch(request.show_id, [request])
-        if not decision.accepted:
-            raise NotEnoughSeats()
+        raise_outcome(request, await self._book_requests([request]))
 
     async def close(self) -> None:
         return None
 
 
 class BookingCoalescer:
-    def __init__(self, book_batch: BookBatch, batch_max: int) -> None:
-        self._book_batch = book_batch
+    def __init__(
+        self, book_requests: BookRequests, batch_max: int, lanes: int, max_wait: float
+    ) -> None:
+        self._book_requests = book_requests
         self._batch_max = batch_max
-        self._queues: dict[uuid.UUID, _ShowQueue] = {}
+        self._max_wait = max_wait
+        self._lanes = [_Lane() for _ in range(lanes)]
 
     async def book(self, request: BookingRequest) -> None:
-        """Book one request; raises NotEnoughSeats, ShowNotFound or RetriesExhausted."""
-        answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queue = self._queues.setdefault(request.show_id, _ShowQueue())
-        queue.waiting.append(_Pending(request, answer))
-        if queue.worker is None:
-            queue.worker = asyncio.create_task(self._drain(request.show_id, queue))
-        # The batch runs in the show's worker task: a client that goes away cancels only this
-        # wait (and, if its request was not yet taken into a batch, the request itself).
-        await answer
-
-    async def _drain(self, show_id: uuid.UUID, queue: _ShowQueue) -> None:
+        """Book one request; raises NotEnoughSeats, ShowNotFound, ContentionExhausted or
+        RetriesExhausted."""
+        pending = _Pending(request, asyncio.get_running_loop().create_future())
+        lane = self._lane_of(request.show_id)
+        lane.waiting.append(pending)
+        if lane.worker is None:
+            lane.worker = asyncio.create_task(self._drain(lane))
         try:
-            while queue.waiting:
-                batch = self._take(queue)
-                if batch:
-                    await self._run(show_id, batch)
-        finally:
-            queue.worker = None
-            if self._queues.get(show_id) is queue and not queue.waiting:
-                del self._queues[show_id]
+            # Shielded: the batch, not this caller, owns the answer once it is in a batch.
+            async with asyncio.timeout(self._max_wait):
+                await asyncio.shield(pending.answer)
+        except TimeoutError:
+            if pending.in_batch:
+                # Too late to withdraw: its transaction runs, and its outcome is the answer.
+                await pending.answer
+                return
+            pending.answer.cancel()  # never booked: the lane skips it
+            raise ContentionExhausted() from None
+        except asyncio.CancelledError:
+            # The caller went away (e.g. the client disconnected). Not yet in a batch: withdraw
+            # it, so no tickets are booked that nobody will hear of. In a batch: the batch
+            # goes on for everyone, this booking included, all or nothing.
+            if not pending.in_batch:
+                pending.answer.cancel()
+            raise
 
-    def _take(self, queue: _ShowQueue) -> list[_Pending]:
+    def queued(self, show_id: uuid.UUID) -> int:
+        """Requests waiting in this show's lane, not yet in a batch (for tests and metrics)."""
+        return sum(not p.answer.done() for p in self._lane_of(show_id).waiting)
+
+    def _lane_of(self, show_id: uuid.UUID) -> _Lane:
+        return self._lanes[show_id.int % len(self._lanes)]
+
+    async def _drain(self, lane: _Lane) -> None:
+        try:
+            while lane.waiting:
+                batch = self._take(lane)
+                if batch:
+                    await self._run(batch)
+        finally:
+            lane.worker = None
+            # Only an unexpected error or cancellation ends the loop early: nobody must be left
+            # waiting for a worker that is gone.
+            while lane.waiting:
+                _settle(lane.waiting.popleft().answer, ContentionExhausted())
+
+    def _take(self, lane: _Lane) -> list[_Pending]:
         batch: list[_Pending] = []
-        while queue.waiting and len(batch) < self._batch_max:
-            pending = queue.waiting.popleft()
-            # Nobody is waiting for an answer any more: don't book tickets no one will know of.
-            if not pending.answer.cancelled():
+        while lane.waiting and len(batch) < self._batch_max:
+            pending = lane.waiting.popleft()
+            # Withdrawn (caller gone or waited too long): don't book what no one will hear of.
+            if not pending.answer.done():
+                pending.in_batch = True
                 batch.append(pending)
         return batch
 
-    async def _run(self, show_id: uuid.UUID, batch: list[_Pending]) -> None:
+    async def _run(self, batch: list[_Pending]) -> None:
         try:
-            decision = await self._book_batch(show_id, [p.request for p in batch])
+            decision = await self._book_requests([p.request for p in batch])
         except Exception as error:  # the failure belongs to this batch only
             for pending in batch:
                 _settle(pending.answer, error)
             return
-        accepted = {r.booking_id for r in decision.accepted}
+        except asyncio.CancelledError:  # shutting down: the outcome is unknown, not "busy"
+            for pending in batch:
+                pending.answer.cancel()
+            raise
+        outcomes = outcome_by_booking(decision)
         for pending in batch:
-            refused = pending.request.booking_id not in accepted
-            _settle(pending.answer, NotEnoughSeats() if refused else None)
+            _settle(pending.answer, outcomes.get(pending.request.booking_id, _UNDECIDED))
 
     async def close(self) -> None:
-        workers = [q.worker for q in self._queues.values() if q.worker is not None]
+        workers = [lane.worker for lane in self._lanes if lane.worker is not None]
         await asyncio.gather(*workers, return_exceptions=True)
+
+
+# A request the decision does not mention (a bug) must never read as booked.
+_UNDECIDED = RuntimeError("the booking transaction returned no decision for this request")
+
+
+def outcome_by_booking(decision: BatchDecision) -> dict[uuid.UUID, Exception | None]:
+    """Each request's answer: None if booked, else the error its caller gets."""
+    outcomes: dict[uuid.UUID, Exception | None] = {r.booking_id: None for r in decision.accepted}
+    outcomes.update((r.booking_id, NotEnoughSeats()) for r in decision.rejected)
+    outcomes.update((r.booking_id, ShowNotFound()) for r in decision.unknown_show)
+    return outcomes
+
+
+def raise_outcome(request: BookingRequest, decision: BatchDecision) -> None:
+    outcome = outcome_by_booking(decision)[request.booking_id]
+    if outcome is not None:
+        raise outcome
 
 
 def _settle(answer: asyncio.Future[None], error: BaseException | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -60,10 +61,18 @@ class Capacity:
 class BatchDecision:
     accepted: list[BookingRequest]
     rejected: list[BookingRequest]
+    # Requests for a show that does not exist: refused on their own, not with their batch.
+    unknown_show: list[BookingRequest] = field(default_factory=list)
 
     @property
     def tickets_accepted(self) -> int:
         return sum(r.number_of_tickets for r in self.accepted)
+
+    def tickets_by_show(self) -> dict[uuid.UUID, int]:
+        tickets: dict[uuid.UUID, int] = {}
+        for request in self.accepted:
+            tickets[request.show_id] = tickets.get(request.show_id, 0) + request.number_of_tickets
+        return tickets
 
 
 def decide(capacity: Capacity, requests: list[BookingRequest]) -> BatchDecision:
@@ -82,6 +91,29 @@ def decide(capacity: Capacity, requests: list[BookingRequest]) -> BatchDecision:
         else:
             rejected.append(request)
     return BatchDecision(accepted, rejected)
+
+
+def decide_for_shows(
+    capacities: Mapping[uuid.UUID, Capacity], requests: list[BookingRequest]
+) -> BatchDecision:
+    """`decide` for a batch that may span several shows: each show's requests, in arrival order,
+    against that show's own capacity. Requests for a show missing from `capacities` are
+    `unknown_show`. Accepted requests come grouped by show, each group in arrival order."""
+    by_show: dict[uuid.UUID, list[BookingRequest]] = {}
+    for request in requests:
+        by_show.setdefault(request.show_id, []).append(request)
+    accepted: list[BookingRequest] = []
+    rejected: list[BookingRequest] = []
+    unknown: list[BookingRequest] = []
+    for show_id, show_requests in by_show.items():
+        capacity = capacities.get(show_id)
+        if capacity is None:
+            unknown.extend(show_requests)
+            continue
+        decision = decide(capacity, show_requests)
+        accepted.extend(decision.accepted)
+        rejected.extend(decision.rejected)
+    return BatchDecision(accepted, rejected, unknown)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,14 @@ class Settings:
     # together in the next one. A batch is bounded so one transaction stays short.
     booking_coalescing: bool = True
     booking_batch_max: int = 200
+    # Booking transactions one API process runs side by side; a show always uses the same lane,
+    # and one transaction books a lane's queued requests for all its shows together. One lane
+    # is fastest on the measured machines: concurrent transactions over many shows make
+    # SERIALIZABLE's predicate locks (promoted to page locks) conflict, see docs/PERFORMANCE.md.
+    booking_lanes: int = 1
+    # Longest a request waits for its turn before it is answered 503 busy (nothing booked); also
+    # the longest a booking statement waits for a row lock (lock_timeout).
+    booking_max_wait: float = 5.0
     # Bounded retries of a transaction that lost a serialization race (SQLSTATE 40001/40P01).
     booking_max_attempts: int = 12
     db_pool_size: int = 10
@@ -58,7 +66,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         d = cls()
-        return cls(
+        settings = cls(
             database_url=read_env(
                 env, "DATABASE_URL", str, d.database_url, url_with_scheme("postgresql")
             ),
@@ -72,6 +80,10 @@ class Settings:
             ),
             booking_batch_max=read_env(
                 env, "BOOKING_BATCH_MAX", int, d.booking_batch_max, between(1, 10_000)
+            ),
+            booking_lanes=read_env(env, "BOOKING_LANES", int, d.booking_lanes, between(1, 64)),
+            booking_max_wait=read_env(
+                env, "BOOKING_MAX_WAIT", float, d.booking_max_wait, seconds(0.01, 300)
             ),
             booking_max_attempts=read_env(
                 env, "BOOKING_MAX_ATTEMPTS", int, d.booking_max_attempts, between(1, 100)
@@ -119,6 +131,10 @@ class Settings:
                 env, "CONSUMER_QUEUE_PREFIX", str, d.consumer_queue_prefix, always_valid
             ),
         )
+        if settings.api_workers > 1 and settings.http_port == 0:
+            # Port 0 would give every worker a port of its own, none of them known.
+            raise SettingsError("API_WORKERS > 1 needs a fixed HTTP_PORT, not 0")
+        return settings
 
 
 def read_env(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from functools import partial
 
@@ -14,8 +13,13 @@ from service.api.correlation import correlation_middleware
 from service.api.errors import error_middleware
 from service.api.state import BOOKER, READ_SESSIONS, STATS
 from service.coalescer import Booker, BookingCoalescer, OneTransactionPerRequest
-from service.db.booking import BookingStats, book_batch
-from service.db.engine import create_engine, serializable_sessions
+from service.db.booking import BookingStats, book_requests
+from service.db.engine import (
+    bound_lock_waits,
+    create_engine,
+    refuse_closed_connections,
+    serializable_sessions,
+)
 from service.domain import BatchDecision, BookingRequest
 from service.settings import Settings
 
@@ -38,17 +42,19 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _database(app: web.Application, settings: Settings) -> AsyncIterator[None]:
-    engine = create_engine(settings.database_url, settings.db_pool_size)
+    engine = create_engine(settings.database_url, settings.db_pool_size, pre_ping=False)
+    refuse_closed_connections(engine)
+    bound_lock_waits(engine, settings.booking_max_wait)
     booking_sessions = serializable_sessions(engine)
     stats = BookingStats()
 
-    async def book(show_id: uuid.UUID, requests: list[BookingRequest]) -> BatchDecision:
-        return await book_batch(
-            booking_sessions, show_id, requests, settings.booking_max_attempts, stats
-        )
+    async def book(requests: list[BookingRequest]) -> BatchDecision:
+        return await book_requests(booking_sessions, requests, settings.booking_max_attempts, stats)
 
     booker: Booker = (
-        BookingCoalescer(book, settings.booking_batch_max)
+        BookingCoalescer(
+            book, settings.booking_batch_max, settings.booking_lanes, settings.booking_max_wait
+        )
         if settings.booking_coalescing
         else OneTransactionPerRequest(book)
     )

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import ARRAY, Select, Table, Uuid, any_, bindparam, func, insert, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db.engine import retry_serializable
+from service.db.engine import is_lock_timeout, retry_serializable
 from service.db.tables import bookings, outbox, shows
 from service.domain import (
     BOOKING_MADE,
@@ -19,8 +20,9 @@ from service.domain import (
     BookingNotFound,
     BookingRequest,
     Capacity,
+    ContentionExhausted,
     ShowNotFound,
-    decide,
+    decide_for_shows,
 )
 
 
@@ -43,48 +45,109 @@ async def book_batch(
     max_attempts: int,
     stats: BookingStats | None = None,
 ) -> BatchDecision:
-    """Book a batch of requests for one show in one SERIALIZABLE transaction, retried on conflict.
+    """Book a batch of requests for one show; raises ShowNotFound for an unknown show."""
+    decision = await book_requests(sessions, requests, max_attempts, stats)
+    if decision.unknown_show:
+        raise ShowNotFound()
+    return decision
 
-    Raises ShowNotFound for an unknown show and RetriesExhausted when contention never lets up.
+
+async def book_requests(
+    sessions: async_sessionmaker[AsyncSession],
+    requests: list[BookingRequest],
+    max_attempts: int,
+    stats: BookingStats | None = None,
+) -> BatchDecision:
+    """Book a batch of requests, for one show or several, in one SERIALIZABLE transaction,
+    retried on conflict. Requests for unknown shows come back in `unknown_show`.
+
+    Raises RetriesExhausted when contention never lets up, and ContentionExhausted when a row
+    lock was not granted within the connection's lock_timeout.
     """
     stats = stats if stats is not None else BookingStats()
+    show_ids = sorted({r.show_id for r in requests})
 
     async def transaction() -> BatchDecision:
         async with sessions() as session, session.begin():
-            return await _book(session, show_id, requests)
+            return await _book(session, show_ids, requests)
 
-    decision = await retry_serializable(transaction, max_attempts, stats.count_retry)
+    try:
+        decision = await retry_serializable(transaction, max_attempts, stats.count_retry)
+    except DBAPIError as error:
+        if is_lock_timeout(error):
+            raise ContentionExhausted() from error
+        raise
     stats.transactions += 1
     stats.bookings += len(decision.accepted)
     return decision
 
 
 async def _book(
-    session: AsyncSession, show_id: uuid.UUID, requests: list[BookingRequest]
+    session: AsyncSession, show_ids: list[uuid.UUID], requests: list[BookingRequest]
 ) -> BatchDecision:
-    row = (
-        await session.execute(
-            select(shows.c.number_of_tickets, shows.c.tickets_booked).where(
-                shows.c.show_id == show_id
-            )
+    rows = await session.execute(
+        select(shows.c.show_id, shows.c.number_of_tickets, shows.c.tickets_booked).where(
+            shows.c.show_id == any_(bindparam("show_ids", show_ids, type_=ARRAY(Uuid)))
         )
-    ).one_or_none()
-    if row is None:
-        raise ShowNotFound()
-    decision = decide(Capacity(row.number_of_tickets, row.tickets_booked), requests)
+    )
+    capacities = {row.show_id: Capacity(row.number_of_tickets, row.tickets_booked) for row in rows}
+    decision = decide_for_shows(capacities, requests)
     if not decision.accepted:
         return decision
-    # Counter first: the row lock it takes orders concurrent writers of one show, so outbox ids
-    # (taken below) follow commit order for that show.
+    # Counters first: the row lock each update takes orders concurrent writers of one show, so
+    # outbox ids (taken below) follow commit order for that show. Shows in id order, so that two
+    # transactions over the same shows wait for each other instead of deadlocking.
+    added = sorted(decision.tickets_by_show().items())
     await session.execute(
         update(shows)
-        .where(shows.c.show_id == show_id)
-        .values(tickets_booked=shows.c.tickets_booked + decision.tickets_accepted)
+        .where(shows.c.show_id == bindparam("target"))
+        .values(tickets_booked=shows.c.tickets_booked + bindparam("added")),
+        [{"target": show_id, "added": tickets} for show_id, tickets in added],
     )
     now = datetime.now(UTC)
-    await session.execute(insert(bookings), [_booking_row(r, now) for r in decision.accepted])
-    await session.execute(insert(outbox), [_outbox_row(r, now) for r in decision.accepted])
+    booking_rows = [_booking_row(r, now) for r in decision.accepted]
+    outbox_rows = [_outbox_row(r, now) for r in decision.accepted]
+    await session.execute(
+        _INSERT_BOOKINGS_AND_EVENTS,
+        _as_arrays(bookings, booking_rows) | _as_arrays(outbox, outbox_rows),
+    )
     return decision
+
+
+def _from_arrays(table: Table) -> Select[Any]:
+    """SELECT * FROM unnest(:column_1, :column_2, ...): many rows passed as one array per
+    column, so the statement (and its prepared plan) is the same whatever the batch size."""
+    columns = _INSERTED[table.name]
+    arrays = [bindparam(f"{table.name}_{c}", type_=ARRAY(table.c[c].type)) for c in columns]
+    return select(func.unnest(*arrays).table_valued(*columns).render_derived())
+
+
+def _as_arrays(table: Table, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {f"{table.name}_{c}": [row[c] for row in rows] for c in _INSERTED[table.name]}
+
+
+_INSERTED = {
+    "bookings": (
+        "booking_id", "show_id", "number_of_tickets", "customer_email", "correlation_id",
+        "created_at",
+    ),
+    "outbox": (
+        "event_id", "routing_key", "ordering_key", "payload", "correlation_id", "created_at"
+    ),
+}  # fmt: skip
+
+# The bookings and their outbox rows in one statement, one round trip fewer per transaction.
+# The counter update before it has already taken the show's row lock, and that lock is what
+# makes a show's outbox ids follow commit order.
+_INSERT_BOOKINGS_AND_EVENTS = (
+    insert(outbox)
+    .from_select(_INSERTED["outbox"], _from_arrays(outbox))
+    .add_cte(
+        insert(bookings)
+        .from_select(_INSERTED["bookings"], _from_arrays(bookings))
+        .cte("new_bookings")
+    )
+)
 
 
 def _booking_row(request: BookingRequest, now: datetime) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Races: real concurrent requests on one show, then the invariants checked in the tables.
 
-Each race runs twice: with per-show coalescing (the default) and without, where every request is
-its own SERIALIZABLE transaction and contention is settled by retries.
+Each race runs three times: with coalescing (the default, one lane), with coalescing over four
+lanes (transactions side by side, each batch spanning the shows of its lane), and without, where
+every request is its own SERIALIZABLE transaction and contention is settled by retries.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from tests.support.api import Client, book, create_show
 from tests.support.invariants import assert_show_consistent
 
 
-@pytest.fixture(params=[True, False], ids=["coalesced", "one-per-tx"])
+@pytest.fixture(
+    params=[(True, 1), (True, 4), (False, 1)], ids=["coalesced", "4-lanes", "one-per-tx"]
+)
 async def racing_client(
     settings: Settings, request: pytest.FixtureRequest
 ) -> AsyncIterator[Client]:
-    tuned = dataclasses.replace(settings, booking_coalescing=request.param)
+    coalescing, lanes = request.param
+    tuned = dataclasses.replace(settings, booking_coalescing=coalescing, booking_lanes=lanes)
     async with TestClient(TestServer(create_app(tuned))) as test_client:
         yield test_client
 

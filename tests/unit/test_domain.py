@@ -1,7 +1,7 @@
 import uuid
 from datetime import UTC, datetime
 
-from service.domain import BookingMade, BookingRequest, Capacity, decide
+from service.domain import BookingMade, BookingRequest, Capacity, decide, decide_for_shows
 
 SHOW = uuid.uuid4()
 
@@ -58,3 +58,23 @@ def test_booking_made_body_follows_the_event_contract() -> None:
         "number_of_tickets": 2,
         "customer_email": "fan@example.com",
     }
+
+
+def test_batch_over_several_shows_decides_each_show_on_its_own() -> None:
+    other = uuid.uuid4()
+    a5, a1 = req(5), req(1)
+    b1, b3 = BookingRequest(other, 1, "b@example.com", "c"), BookingRequest(other, 3, "b@", "c")
+    decision = decide_for_shows({SHOW: Capacity(3, 0), other: Capacity(3, 0)}, [a5, b1, a1, b3])
+    # Show A: the 5 does not fit in 3, the 1 behind it does. Show B: 1 fits, then 3 does not.
+    assert decision.accepted == [a1, b1]
+    assert decision.rejected == [a5, b3]
+    assert decision.tickets_by_show() == {SHOW: 1, other: 1}
+
+
+def test_requests_for_an_unknown_show_are_refused_alone() -> None:
+    unknown = BookingRequest(uuid.uuid4(), 1, "b@example.com", "c")
+    known = req(2)
+    decision = decide_for_shows({SHOW: Capacity(5, 0)}, [unknown, known])
+    assert decision.unknown_show == [unknown]
+    assert decision.accepted == [known]
+    assert decision.rejected == []

@@ -70,3 +70,30 @@ def test_reads_relay_and_consumer_values() -> None:
     assert settings.relay_poll_interval == 0.2
     assert settings.consumer_retry_delays_ms == (10, 20, 30)
     assert settings.ticket_provider_url == "http://127.0.0.1:9999"
+
+
+def test_reads_coalescing_bounds() -> None:
+    settings = Settings.from_env(
+        {"BOOKING_LANES": "4", "BOOKING_MAX_WAIT": "0.5", "BOOKING_BATCH_MAX": "50"}
+    )
+    assert (settings.booking_lanes, settings.booking_max_wait) == (4, 0.5)
+    assert settings.booking_batch_max == 50
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BOOKING_LANES", "0"),
+        ("BOOKING_MAX_WAIT", "0"),
+        ("BOOKING_MAX_WAIT", "forever"),
+        ("BOOKING_BATCH_MAX", "0"),
+    ],
+)
+def test_bad_coalescing_value_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_several_workers_need_a_fixed_port() -> None:
+    with pytest.raises(SettingsError, match="API_WORKERS"):
+        Settings.from_env({"API_WORKERS": "2", "HTTP_PORT": "0"})
