@@ -7,7 +7,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Select, Table, Uuid, any_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ARRAY,
+    Integer,
+    Select,
+    Table,
+    Uuid,
+    any_,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -94,22 +106,21 @@ async def _book(
     decision = decide_for_shows(capacities, requests)
     if not decision.accepted:
         return decision
-    # Counters first: the row lock each update takes orders concurrent writers of one show, so
-    # outbox ids (taken below) follow commit order for that show. Shows in id order, so that two
-    # transactions over the same shows wait for each other instead of deadlocking.
-    added = sorted(decision.tickets_by_show().items())
-    await session.execute(
-        update(shows)
-        .where(shows.c.show_id == bindparam("target"))
-        .values(tickets_booked=shows.c.tickets_booked + bindparam("added")),
-        [{"target": show_id, "added": tickets} for show_id, tickets in added],
-    )
     now = datetime.now(UTC)
+    # Sorted by show: the planner walks the array in order, so two batches over the same shows
+    # lock their counters in one order and wait rather than deadlock (a deadlock, 40P01, would
+    # still only be retried).
+    counters = sorted(decision.tickets_by_show().items())
     booking_rows = [_booking_row(r, now) for r in decision.accepted]
     outbox_rows = [_outbox_row(r, now) for r in decision.accepted]
     await session.execute(
-        _INSERT_BOOKINGS_AND_EVENTS,
-        _as_arrays(bookings, booking_rows) | _as_arrays(outbox, outbox_rows),
+        _BOOK,
+        {
+            "counter_show_id": [show_id for show_id, _ in counters],
+            "counter_added": [tickets for _, tickets in counters],
+        }
+        | _as_arrays(bookings, booking_rows)
+        | _as_arrays(outbox, outbox_rows),
     )
     return decision
 
@@ -136,12 +147,29 @@ _INSERTED = {
     ),
 }  # fmt: skip
 
-# The bookings and their outbox rows in one statement, one round trip fewer per transaction.
-# The counter update before it has already taken the show's row lock, and that lock is what
-# makes a show's outbox ids follow commit order.
-_INSERT_BOOKINGS_AND_EVENTS = (
+_COUNTERS = (
+    func.unnest(
+        bindparam("counter_show_id", type_=ARRAY(Uuid)),
+        bindparam("counter_added", type_=ARRAY(Integer)),
+    )
+    .table_valued("show_id", "added")
+    .render_derived(name="counter")
+)
+
+# The counters, the bookings and their outbox rows in one statement: one round trip, whatever
+# the batch size. A show's outbox ids still follow its commit order: the statement's snapshot
+# is taken before it draws any id, and under SERIALIZABLE a transaction whose snapshot predates
+# another's committed update of the same counter fails (40001) instead of updating it; so a
+# writer that commits drew its ids after every earlier writer of that show had committed.
+_BOOK = (
     insert(outbox)
     .from_select(_INSERTED["outbox"], _from_arrays(outbox))
+    .add_cte(
+        update(shows)
+        .where(shows.c.show_id == _COUNTERS.c.show_id)
+        .values(tickets_booked=shows.c.tickets_booked + _COUNTERS.c.added)
+        .cte("counters")
+    )
     .add_cte(
         insert(bookings)
         .from_select(_INSERTED["bookings"], _from_arrays(bookings))

@@ -50,8 +50,8 @@ async def fetch_unpublished(
     conn: asyncpg.Connection, limit: int, in_flight: Sequence[int] = ()
 ) -> list[OutboxRow]:
     """The oldest rows not yet published and not among `in_flight` (sent, not yet marked)."""
-    # Id order is commit order within a show: the booking transaction takes the show's counter
-    # row lock before inserting, so a later writer of that show always gets larger ids.
+    # Id order is commit order within a show: a booking transaction that commits drew its ids
+    # after every earlier writer of that show committed (see service/db/booking.py, _BOOK).
     # Across shows ids may commit out of order, which is why this reads "not yet published"
     # rather than "after the last id seen".
     records = await conn.fetch(
