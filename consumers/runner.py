@@ -40,7 +40,7 @@ from consumers.topology import Topology, declare
 from service.api.correlation import current as current_correlation_id
 from service.broker import BROKER_ERRORS, close_quietly, connect
 from service.domain import BookingMade
-from service.outages import Backoff, OutageLog, sleep_unless
+from service.outages import Backoff, OutageLog, run_until_stopped
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -113,20 +113,7 @@ class ConsumerRunner:
         self._stopping.set()
 
     async def run(self) -> None:
-        backoff = Backoff(MAX_BACKOFF_SECONDS)
-        while not self._stopping.is_set():
-            try:
-                await self._consume(backoff)
-            except Unavailable as error:
-                delay = backoff.next_delay()
-                self._outages.failed(error, delay)
-                await sleep_unless(self._stopping, delay)
-            except Exception:
-                delay = backoff.next_delay()
-                log.exception("%s failed unexpectedly; restarting in %.1f s", self.name, delay)
-                await sleep_unless(self._stopping, delay)
-            finally:
-                self.consuming.clear()
+        await run_until_stopped(self._consume, self._stopping, self._outages, MAX_BACKOFF_SECONDS)
         log.info("%s stopped: %s", self.name, self.stats)
 
     async def _consume(self, backoff: Backoff) -> None:
@@ -146,8 +133,10 @@ class ConsumerRunner:
             self._started = True
             backoff.reset()
             self.consuming.set()
-            await _first(self._stopping, lost.event)
-            self.consuming.clear()
+            try:
+                await _first(self._stopping, lost.event)
+            finally:
+                self.consuming.clear()
             with contextlib.suppress(*BROKER_ERRORS):
                 async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                     await queue.cancel(tag)  # no new deliveries; those in flight finish

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 
 
 class Unavailable(Exception):
@@ -58,6 +59,10 @@ class OutageLog:
         self._problem = error.what
         self._log.warning("%s: %s; backing off (next try in %.1f s)", self._who, error, delay)
 
+    def crashed(self, delay: float) -> None:
+        """A bug, not an outage: logged with its traceback (call from an except block)."""
+        self._log.exception("%s failed unexpectedly; restarting in %.1f s", self._who, delay)
+
     def recovered(self) -> bool:
         """Log the way back; True if something had been away."""
         if self._problem is None:
@@ -75,3 +80,29 @@ async def sleep_unless(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await event.wait()
+
+
+async def run_until_stopped(
+    session: Callable[[Backoff], Awaitable[None]],
+    stopping: asyncio.Event,
+    outages: OutageLog,
+    max_backoff: float,
+) -> None:
+    """Run `session` again and again until `stopping` is set.
+
+    A session ends by returning (on a stop) or by raising: Unavailable for a lost dependency,
+    anything else for a bug; either way the next one starts after a growing pause. A session
+    resets the backoff once it is up, so a long outage and a short one both back off from 0.1 s.
+    """
+    backoff = Backoff(max_backoff)
+    while not stopping.is_set():
+        try:
+            await session(backoff)
+        except Unavailable as error:
+            delay = backoff.next_delay()
+            outages.failed(error, delay)
+            await sleep_unless(stopping, delay)
+        except Exception:
+            delay = backoff.next_delay()
+            outages.crashed(delay)
+            await sleep_unless(stopping, delay)

@@ -35,7 +35,7 @@ from service.db.outbox import (
     purge_published,
     try_lead,
 )
-from service.outages import Backoff, OutageLog, Unavailable, sleep_unless
+from service.outages import Backoff, OutageLog, Unavailable, run_until_stopped, sleep_unless
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,18 +115,9 @@ class OutboxRelay:
                 await purger
 
     async def _relay_forever(self) -> None:
-        backoff = Backoff(self._settings.relay_max_backoff)
-        while not self._stopping.is_set():
-            try:
-                await self._lead_and_relay(backoff)
-            except Unavailable as error:
-                delay = backoff.next_delay()
-                self._outages.failed(error, delay)
-                await sleep_unless(self._stopping, delay)
-            except Exception:
-                delay = backoff.next_delay()
-                log.exception("relay failed unexpectedly; restarting in %.1f s", delay)
-                await sleep_unless(self._stopping, delay)
+        await run_until_stopped(
+            self._lead_and_relay, self._stopping, self._outages, self._settings.relay_max_backoff
+        )
 
     async def _lead_and_relay(self, backoff: Backoff) -> None:
         # The broker first: a relay that cannot reach RabbitMQ does not hold the lead, so a

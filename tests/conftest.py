@@ -10,8 +10,10 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.api import create_app
+from service.db.engine import create_engine, serializable_sessions
 from service.settings import Settings
 from tests.support.broker import delete_run_objects
 from tests.support.database import asyncpg_dsn, create_migrated_database, drop_database
@@ -48,6 +50,14 @@ RUN_QUEUES: list[str] = []
 async def client(settings: Settings) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     async with TestClient(TestServer(create_app(settings))) as test_client:
         yield test_client
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """The booking transaction's sessions (SERIALIZABLE) on the run's database."""
+    engine = create_engine(database_url, pool_size=2)
+    yield serializable_sessions(engine)
+    await engine.dispose()
 
 
 @pytest.fixture

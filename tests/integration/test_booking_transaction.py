@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -19,27 +17,10 @@ from service.db.engine import (
     refuse_closed_connections,
     serializable_sessions,
 )
-from service.db.shows import NewShow, create_show
-from service.domain import BookingRequest, ContentionExhausted
+from service.domain import ContentionExhausted
+from tests.support.bookings import booking, new_show
 from tests.support.invariants import assert_show_consistent
-from tests.support.row_locks import until
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url, pool_size=2)
-    yield serializable_sessions(engine)
-    await engine.dispose()
-
-
-async def new_show(sessions: async_sessionmaker[AsyncSession], tickets: int) -> uuid.UUID:
-    show = NewShow(uuid.uuid4(), tickets, datetime(2026, 12, 31, 20, tzinfo=UTC), "Show", "Hall")
-    show_id, _ = await create_show(sessions, show)
-    return show_id
-
-
-def booking(show_id: uuid.UUID, tickets: int) -> BookingRequest:
-    return BookingRequest(show_id, tickets, "fan@example.com", "test-transaction")
+from tests.support.waiting import until
 
 
 async def test_one_transaction_books_several_shows(

@@ -10,8 +10,6 @@ import asyncio
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -22,33 +20,16 @@ from service.api import create_app
 from service.api.state import BOOKER
 from service.coalescer import BookingCoalescer
 from service.db.booking import book_requests
-from service.db.engine import create_engine, serializable_sessions
-from service.db.shows import NewShow, create_show
 from service.domain import BatchDecision, BookingRequest, NotEnoughSeats
 from service.settings import Settings
 from tests.support.api import Client, booking_body
 from tests.support.api import create_show as create_show_over_http
+from tests.support.bookings import booking, new_show
 from tests.support.invariants import assert_show_consistent
-from tests.support.row_locks import show_row_locked, until, until_waiting_for_lock
+from tests.support.row_locks import show_row_locked, until_waiting_for_lock
+from tests.support.waiting import until
 
 BOUND = 20.0  # seconds any test here may take before it fails instead of hanging
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url, pool_size=2)
-    yield serializable_sessions(engine)
-    await engine.dispose()
-
-
-async def new_show(sessions: async_sessionmaker[AsyncSession], tickets: int) -> uuid.UUID:
-    show = NewShow(uuid.uuid4(), tickets, datetime(2026, 12, 31, 20, tzinfo=UTC), "Show", "Hall")
-    show_id, _ = await create_show(sessions, show)
-    return show_id
-
-
-def booking(show_id: uuid.UUID, tickets: int) -> BookingRequest:
-    return BookingRequest(show_id, tickets, "fan@example.com", "test-coalescing")
 
 
 async def test_a_one_behind_a_refused_five_is_booked_in_the_same_batch(

@@ -8,14 +8,14 @@ the test waits until PostgreSQL itself reports the transaction waiting for the l
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
 
 from tests.support.database import asyncpg_dsn
+from tests.support.waiting import until
 
 
 @asynccontextmanager
@@ -45,14 +45,6 @@ async def until_waiting_for_lock(database_url: str, count: int = 1) -> None:
             )
             return int(found) >= count
 
-        await until(waiting)
+        await until(waiting, every=0.01)
     finally:
         await conn.close()
-
-
-async def until(check: Callable[[], Awaitable[bool]], every: float = 0.01) -> None:
-    """Poll `check` until it is true; the caller bounds the wait (asyncio.timeout)."""
-    while True:
-        if await check():
-            return
-        await asyncio.sleep(every)
