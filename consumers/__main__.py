@@ -18,18 +18,17 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers import dlq, show_sales, ticket_provider
-from consumers.inbox import OUTAGES
 from consumers.runner import Consumer, ConsumerRunner
 from consumers.topology import Topology
 from service.broker import BROKER_ERRORS
-from service.db.engine import create_engine
+from service.db.engine import DATABASE_OUTAGES, create_engine
 from service.logs import configure_logging
 from service.settings import Settings, SettingsError
 
 log = logging.getLogger("consumers")
 
 NAMES = (show_sales.NAME, ticket_provider.NAME)
-UNREACHABLE = (*BROKER_ERRORS, *OUTAGES)
+UNREACHABLE = (*BROKER_ERRORS, *DATABASE_OUTAGES)
 
 
 def selected(settings: Settings, name: str) -> list[str]:

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers.failures import Unavailable
+from service.db.engine import DATABASE_OUTAGES
 
 metadata = MetaData()
 
@@ -28,20 +29,10 @@ inbox = Table(
     Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-# What a PostgreSQL that is down, restarting or out of reach looks like through SQLAlchemy and
-# asyncpg (the same set the API answers 503 for, plus a pool that cannot get a connection).
-OUTAGES = (
-    OSError,
-    TimeoutError,
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,
-)
-
 
 def is_outage(error: BaseException) -> bool:
     invalidated = isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated
-    return invalidated or isinstance(error, OUTAGES)
+    return invalidated or isinstance(error, DATABASE_OUTAGES)
 
 
 @asynccontextmanager

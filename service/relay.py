@@ -213,12 +213,14 @@ class OutboxRelay:
         return [o if isinstance(o, BaseException) else None for o in outcomes]
 
     @contextlib.asynccontextmanager
-    async def _database(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _database(
+        self, application_name: str | None = None
+    ) -> AsyncIterator[asyncpg.Connection]:
         conn = await _db(
             asyncpg.connect(
                 self._dsn,
                 timeout=5,
-                server_settings={"application_name": self._application_name},
+                server_settings={"application_name": application_name or self._application_name},
             )
         )
         try:
@@ -253,26 +255,22 @@ class OutboxRelay:
             await sleep_unless(self._stopping, interval)
             try:
                 purged = await self._purge()
-            except DATABASE_ERRORS as error:
-                log.warning("outbox purge failed, trying again in %.0f s: %r", interval, error)
+            except Unavailable as error:
+                log.warning("outbox purge failed, trying again in %.0f s: %s", interval, error)
                 continue
             if purged:
                 log.info("purged %d published outbox rows", purged)
 
     async def _purge(self) -> int:
-        conn = await asyncpg.connect(
-            self._dsn, timeout=5, server_settings={"application_name": "tickets-purge"}
-        )
         total = 0
-        try:
+        async with self._database("tickets-purge") as conn:
             while not self._stopping.is_set():
-                purged = await purge_published(conn, self._settings.outbox_retention, PURGE_BATCH)
+                retention = self._settings.outbox_retention
+                purged = await _db(purge_published(conn, retention, PURGE_BATCH))
                 total += purged
                 if purged < PURGE_BATCH:
                     break
                 await asyncio.sleep(0.01)  # let other work in between
-        finally:
-            await conn.close(timeout=CLOSE_TIMEOUT_SECONDS)
         return total
 
 

@@ -7,9 +7,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from pydantic import ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
 
-from service.db.engine import RetriesExhausted
+from service.db.engine import DATABASE_OUTAGES, RetriesExhausted
 from service.domain import (
     BookingNotFound,
     ContentionExhausted,
@@ -66,7 +65,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(400, describe(error))
     except InvalidRequest as error:
         return error_response(400, str(error))
-    except (OSError, TimeoutError, OperationalError, InterfaceError) as error:
+    except DATABASE_OUTAGES as error:
         # The database is unreachable: a retryable condition, not a bug in the request.
         log.error("database unavailable on %s %s: %r", request.method, request.path, error)
         return error_response(503, "database unavailable", {"Retry-After": RETRY_AFTER_SECONDS})

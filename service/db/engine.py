@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+import sqlalchemy.exc
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -25,6 +26,17 @@ from alembic import command
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# What a PostgreSQL that is down, restarting or out of reach looks like through SQLAlchemy and
+# asyncpg, a pool that cannot hand out a connection in time included. The API answers 503 for
+# these, and a consumer keeps its message for later instead of spending an attempt.
+DATABASE_OUTAGES = (
+    OSError,
+    TimeoutError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+)
 
 # Serialization failure and deadlock: the transaction did nothing and may simply run again.
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
