@@ -52,15 +52,17 @@ from typing import Any
 import aiohttp
 import asyncpg
 from aiohttp import web
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from service.api import create_app
-from service.api.state import STATS
+from service.common.logs import configure_logging
 from service.db.engine import create_engine, migrate
 from service.db.shows import NewShow, create_show
-from service.logs import configure_logging
 from service.settings import Settings
+from tests.support.bookings import BookingStats
+from tests.support.database import asyncpg_dsn, drop_database, new_database_url
+from tests.support.invariants import database_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT.parent / "shared" / "bench"
@@ -250,7 +252,7 @@ class Load:
 
 
 async def run_service(options: Options) -> list[Row]:
-    url = service_database_url()
+    url = new_database_url("bench_service")
     await asyncio.to_thread(migrate, url)
     try:
         spread = await create_shows(url, SPREAD_SHOWS)
@@ -381,8 +383,7 @@ class ApiProcess:
 
 @contextmanager
 def api_process(database_url: str, coalescing: bool) -> Iterator[ApiProcess]:
-    settings = dataclasses.replace(
-        Settings.from_env({}),
+    settings = Settings.from_env({}).replaced(
         booking_coalescing=coalescing,
         database_url=database_url,
         http_host="127.0.0.1",
@@ -400,11 +401,12 @@ def api_process(database_url: str, coalescing: bool) -> Iterator[ApiProcess]:
 def serve_api(settings: Settings, stats_out: Connection) -> None:
     """The child process: the service's own app, plus a hook that reports the booking stats."""
     configure_logging(settings.log_level)
-    app = create_app(settings)
+    stats = BookingStats()
+    app = create_app(settings, booking_observer=stats)
 
     async def report_stats(app: web.Application) -> None:
         # on_cleanup runs after the app's own cleanup, so the coalescer has drained by now.
-        stats_out.send(dataclasses.asdict(app[STATS]))
+        stats_out.send(dataclasses.asdict(stats))
 
     app.on_cleanup.append(report_stats)
     web.run_app(app, host=settings.http_host, port=settings.http_port, access_log=None, print=None)
@@ -417,11 +419,6 @@ def free_port() -> int:
 
 
 # ---------------------------------------------------------------- database set-up and checks
-
-
-def service_database_url() -> str:
-    name = f"bench_service_{uuid.uuid4().hex[:8]}"
-    return make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
 
 async def create_shows(database_url: str, count: int) -> list[uuid.UUID]:
@@ -445,51 +442,16 @@ async def create_shows(database_url: str, count: int) -> list[uuid.UUID]:
 
 async def check_invariants(database_url: str, created: int) -> None:
     """No overbooking; counters, bookings and outbox rows agree; one 201 per booking."""
-    conn = await asyncpg.connect(driver_dsn(database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
-        problems = await conn.fetchrow(INVARIANTS)
+        found: dict[str, object] = dict(await database_problems(conn))
+        bookings = await conn.fetchval("SELECT count(*) FROM bookings")
     finally:
         await conn.close()
-    assert problems is not None
-    found: dict[str, object] = {key: value for key, value in problems.items() if value}
-    if problems["bookings"] != created:
-        found["bookings vs 201 answers"] = f"{problems['bookings']} vs {created}"
-    found.pop("bookings", None)
+    if bookings != created:
+        found["bookings vs 201 answers"] = f"{bookings} vs {created}"
     if found:
         raise BrokenInvariant(f"invariants broken: {found}")
-
-
-INVARIANTS = """
-WITH booked AS (SELECT show_id, sum(number_of_tickets) AS n FROM bookings GROUP BY show_id),
-     published AS (SELECT ordering_key AS show_id, sum((payload->>'number_of_tickets')::int) AS n
-                   FROM outbox GROUP BY ordering_key)
-SELECT
-  (SELECT count(*) FROM shows WHERE tickets_booked > number_of_tickets) AS overbooked,
-  (SELECT count(*) FROM shows s
-     LEFT JOIN booked b USING (show_id) LEFT JOIN published p USING (show_id)
-     WHERE s.tickets_booked <> coalesce(b.n, 0) OR s.tickets_booked <> coalesce(p.n, 0))
-    AS counter_mismatches,
-  (SELECT count(*) FROM bookings b FULL JOIN outbox o
-     ON (o.payload->>'booking_id')::uuid = b.booking_id
-     WHERE b.booking_id IS NULL OR o.id IS NULL) AS unmatched_rows,
-  (SELECT count(*) FROM (SELECT 1 FROM outbox GROUP BY payload->>'booking_id'
-     HAVING count(*) > 1) d) AS duplicated_events,
-  (SELECT count(*) FROM bookings) AS bookings
-"""
-
-
-async def drop_database(database_url: str) -> None:
-    url = make_url(database_url)
-    conn = await asyncpg.connect(driver_dsn(url.set(database="postgres")))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-def driver_dsn(url: str | URL) -> str:
-    parsed = make_url(url) if isinstance(url, str) else url
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 # ---------------------------------------------------------------- the report

@@ -188,10 +188,10 @@ async def run(events: int, seconds: float) -> list[tuple[str, str, str, str]]:
     run_id = uuid.uuid4().hex[:8]
     url = new_database_url("bench_relay")
     await asyncio.to_thread(migrate, url)
-    settings = dataclasses.replace(
-        Settings.from_env(), database_url=url, events_exchange=f"bench_events_{run_id}"
+    settings = Settings.from_env().replaced(
+        database_url=url, events_exchange=f"bench_events_{run_id}"
     )
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     db = await asyncpg.connect(asyncpg_dsn(url))
     pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=4, max_size=8)
     rows: list[tuple[str, str, str, str]] = []

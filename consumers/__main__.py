@@ -1,8 +1,4 @@
-"""python -m consumers run NAME|all | dlq list|redrive NAME | reconcile — and the wiring of each.
-
-Every resource a consumer uses (the engine, the HTTP session for the provider) is made and
-closed here, in plain sight; the runner and the consumers only receive them.
-"""
+"""python -m consumers run NAME|all | dlq list|redrive NAME | reconcile."""
 
 from __future__ import annotations
 
@@ -11,71 +7,16 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Sequence
 
-import aiohttp
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from consumers import dlq, show_sales, ticket_provider
-from consumers.runner import Consumer, ConsumerRunner
-from consumers.topology import Topology
-from service.broker import BROKER_ERRORS
-from service.db.engine import DATABASE_OUTAGES, create_engine
-from service.logs import configure_logging
+from consumers import dlq, show_sales
+from consumers.bootstrap import NAMES, consumer_runners, run_until, selected, topology
+from service.common.logs import configure_logging
+from service.common.outages import Unavailable, is_broker_outage, is_database_outage
+from service.db.engine import create_engine
 from service.settings import Settings, SettingsError
 
 log = logging.getLogger("consumers")
-
-NAMES = (show_sales.NAME, ticket_provider.NAME)
-UNREACHABLE = (*BROKER_ERRORS, *DATABASE_OUTAGES)
-
-
-def selected(settings: Settings, name: str) -> list[str]:
-    """The consumers `run NAME` runs; `all` leaves out the provider when it has no URL."""
-    without_url = not settings.ticket_provider_url
-    if name == ticket_provider.NAME and without_url:
-        raise SettingsError("TICKET_PROVIDER_URL must be set to run ticket_provider")
-    if name != "all":
-        return [name]
-    if without_url:
-        log.info("ticket_provider skipped: TICKET_PROVIDER_URL is not set")
-        return [n for n in NAMES if n != ticket_provider.NAME]
-    return list(NAMES)
-
-
-def build(
-    name: str, settings: Settings, engine: AsyncEngine, http: aiohttp.ClientSession
-) -> Consumer:
-    if name == show_sales.NAME:
-        return show_sales.ShowSales(engine)
-    if name == ticket_provider.NAME:
-        return ticket_provider.TicketProvider(
-            engine, http, settings.ticket_provider_url, settings.ticket_provider_timeout
-        )
-    raise ValueError(f"no consumer named {name!r}")
-
-
-@asynccontextmanager
-async def consumer_runners(
-    settings: Settings, names: Sequence[str]
-) -> AsyncIterator[list[ConsumerRunner]]:
-    """A runner per named consumer, sharing one engine and one HTTP session, closed on exit."""
-    async with AsyncExitStack() as resources:
-        engine = create_engine(settings.database_url, settings.db_pool_size)
-        resources.push_async_callback(engine.dispose)
-        http = await resources.enter_async_context(aiohttp.ClientSession())
-        yield [ConsumerRunner(settings, build(name, settings, engine, http)) for name in names]
-
-
-async def run_until(runners: Sequence[ConsumerRunner], stopping: asyncio.Event) -> None:
-    """Run every runner until `stopping` is set, then stop them all and wait for them."""
-    async with asyncio.TaskGroup() as group:
-        for runner in runners:
-            group.create_task(runner.run(), name=f"consumer-{runner.name}")
-        await stopping.wait()
-        for runner in runners:
-            runner.stop()
 
 
 async def run(settings: Settings, names: Sequence[str]) -> None:
@@ -89,13 +30,9 @@ async def run(settings: Settings, names: Sequence[str]) -> None:
     log.info("consumers stopped")
 
 
-def topology(settings: Settings, name: str) -> Topology:
-    return Topology.of(settings.consumer_queue_prefix, name, settings.consumer_retry_delays_ms)
-
-
 async def list_dead_letters(settings: Settings, name: str) -> None:
     queue = topology(settings, name)
-    found = await dlq.list_dead_letters(settings.amqp_url, queue)
+    found = await dlq.list_dead_letters(settings.amqp_url.get_secret_value(), queue)
     for dead_letter in found:
         print(dead_letter)
     print(f"{len(found)} messages in {queue.dead_letter}")
@@ -103,12 +40,12 @@ async def list_dead_letters(settings: Settings, name: str) -> None:
 
 async def redrive(settings: Settings, name: str) -> None:
     queue = topology(settings, name)
-    moved = await dlq.redrive(settings.amqp_url, queue)
+    moved = await dlq.redrive(settings.amqp_url.get_secret_value(), queue)
     print(f"sent {moved} messages from {queue.dead_letter} back to {queue.main}")
 
 
 async def reconcile(settings: Settings) -> int:
-    engine = create_engine(settings.database_url, pool_size=1)
+    engine = create_engine(settings.database_url.get_secret_value(), pool_size=1)
     try:
         compared, found = await show_sales.reconcile(engine)
     finally:
@@ -150,9 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
-    except UNREACHABLE as error:
+    except Exception as error:
         # The one-shot commands (dlq, reconcile) say what they could not reach, no traceback;
         # `run` never gets here, it waits for its dependencies instead.
+        unreachable = isinstance(error, Unavailable) or is_database_outage(error)
+        if not (unreachable or is_broker_outage(error)):
+            raise
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     return 0

@@ -24,13 +24,13 @@ from consumers.retries import (
 )
 from consumers.topology import Topology
 from service.broker import connect
+from service.common import timeouts
 
-PUBLISH_TIMEOUT_SECONDS = 10.0
 BODY_PREVIEW_CHARS = 120
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetter:
+class DeadLetteredMessage:
     message_id: str | None
     correlation_id: str | None
     consumer: str
@@ -42,7 +42,7 @@ class DeadLetter:
     body: bytes
 
     @classmethod
-    def of(cls, message: AbstractIncomingMessage) -> DeadLetter:
+    def of(cls, message: AbstractIncomingMessage) -> DeadLetteredMessage:
         headers = message.headers
 
         def text(name: str) -> str:
@@ -77,14 +77,14 @@ class DeadLetter:
         )
 
 
-async def list_dead_letters(amqp_url: str, topology: Topology) -> list[DeadLetter]:
+async def list_dead_letters(amqp_url: str, topology: Topology) -> list[DeadLetteredMessage]:
     connection = await connect(amqp_url, "tickets-dlq-list")
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(topology.dead_letter, durable=True)
         found = []
         while (message := await queue.get(no_ack=False, fail=False)) is not None:
-            found.append(DeadLetter.of(message))
+            found.append(DeadLetteredMessage.of(message))
     # The connection is closed unacked: every message went back where it was.
     return found
 
@@ -108,7 +108,7 @@ async def redrive(amqp_url: str, topology: Topology) -> int:
                 copy_with(message, redrive_headers(message.headers)),
                 topology.main,
                 mandatory=True,
-                timeout=PUBLISH_TIMEOUT_SECONDS,
+                timeout=timeouts.BROKER_CONFIRM,
             )
             await message.ack()
             moved += 1

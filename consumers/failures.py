@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from service.outages import Unavailable
+from service.common.outages import Unavailable
 
 __all__ = ["Rejected", "Unavailable"]
 

@@ -11,13 +11,11 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import sqlalchemy.exc
 from sqlalchemy import Column, DateTime, MetaData, Table, Text, Uuid, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumers.failures import Unavailable
-from service.db.engine import DATABASE_OUTAGES
+from service.common.outages import POSTGRESQL, guarding
 
 metadata = MetaData()
 
@@ -30,22 +28,12 @@ inbox = Table(
 )
 
 
-def is_outage(error: BaseException) -> bool:
-    invalidated = isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated
-    return invalidated or isinstance(error, DATABASE_OUTAGES)
-
-
 @asynccontextmanager
 async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """One READ COMMITTED transaction; an outage becomes Unavailable, so the message is kept
     for later instead of spending one of its attempts."""
-    try:
-        async with engine.begin() as conn:
-            yield conn
-    except Exception as error:
-        if is_outage(error):
-            raise Unavailable("PostgreSQL", error) from error
-        raise
+    async with guarding(POSTGRESQL), engine.begin() as conn:
+        yield conn
 
 
 async def claim(conn: AsyncConnection, consumer: str, message_id: uuid.UUID) -> bool:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from service.api.errors import describe
+from service.common.validation import describe
 from service.domain import BookingMade
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=1_000)]

@@ -46,7 +46,9 @@ class RetryIn:
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetter:
+class GiveUp:
+    """No more attempts: to the dead-letter queue, with `failure` saying why."""
+
     failure: str
 
 
@@ -55,13 +57,13 @@ class RetryPolicy:
     max_attempts: int
     delays_ms: tuple[int, ...]
 
-    def after_failure(self, attempts: int) -> RetryIn | DeadLetter:
+    def after_failure(self, attempts: int) -> RetryIn | GiveUp:
         """`attempts` failed so far (this one included): wait and try again, or give up.
 
         The n-th retry waits delays_ms[n-1]; past the end of the list the last delay repeats.
         """
         if attempts >= self.max_attempts:
-            return DeadLetter(EXHAUSTED)
+            return GiveUp(EXHAUSTED)
         return RetryIn(self.delays_ms[min(attempts, len(self.delays_ms)) - 1])
 
 

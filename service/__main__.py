@@ -1,4 +1,4 @@
-"""python -m service migrate | api | relay | outbox-status — the wiring of each process."""
+"""python -m service migrate | api | relay | outbox-status | settings: each process, wired."""
 
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ import signal
 import sys
 from functools import partial
 
-import asyncpg
 from aiohttp import web
 
 from service.api import create_app
 from service.api.workers import run_workers
-from service.db.engine import asyncpg_dsn, migrate
-from service.db.outbox import OutboxStatus, outbox_status
-from service.logs import configure_logging
+from service.common.logs import configure_logging
+from service.db.engine import migrate
+from service.db.outbox import OutboxStatus, dedicated_connection, outbox_status
 from service.relay import OutboxRelay
-from service.settings import Settings, SettingsError
+from service.settings import Settings, SettingsError, settings_table
 
 log = logging.getLogger("service")
 
@@ -57,11 +56,9 @@ async def run_relay(settings: Settings) -> None:
 
 
 async def print_outbox_status(settings: Settings) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(settings.database_url), timeout=5)
-    try:
+    database_url = settings.database_url.get_secret_value()
+    async with dedicated_connection(database_url, "tickets-outbox-status") as conn:
         status = await outbox_status(conn)
-    finally:
-        await conn.close()
     print(describe_status(status))
 
 
@@ -78,8 +75,11 @@ def describe_status(status: OutboxStatus) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service")
-    parser.add_argument("command", choices=["migrate", "api", "relay", "outbox-status"])
+    parser.add_argument("command", choices=["migrate", "api", "relay", "outbox-status", "settings"])
     args = parser.parse_args(argv)
+    if args.command == "settings":
+        print(settings_table())  # the README's table of variables
+        return 0
     try:
         settings = Settings.from_env()
     except SettingsError as error:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     if args.command == "migrate":
-        migrate(settings.database_url)
+        migrate(settings.database_url.get_secret_value())
         log.info("database migrated to head")
     elif args.command == "api":
         run_api(settings)

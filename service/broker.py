@@ -1,4 +1,5 @@
-"""RabbitMQ wiring shared by the relay and the consumers.
+"""RabbitMQ wiring shared by the relay, the consumers and their CLI: connections, channels, the
+events exchange.
 
 The events exchange is declared in this one place: RabbitMQ refuses a second declaration with
 other arguments (PRECONDITION_FAILED), so the relay and every consumer must declare it alike.
@@ -8,19 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
-CONNECT_TIMEOUT_SECONDS = 5.0
-CLOSE_TIMEOUT_SECONDS = 2.0
-# What a lost, refusing or hung RabbitMQ raises.
-BROKER_ERRORS = (
-    OSError,
-    TimeoutError,
-    aio_pika.exceptions.AMQPError,
-    aio_pika.exceptions.ChannelInvalidStateError,
-)
+from service.common import timeouts
+from service.common.outages import BROKER_ERRORS, RABBITMQ, guarded
 
 
 def unrouted_name(events_exchange: str) -> str:
@@ -33,9 +28,29 @@ async def connect(amqp_url: str, connection_name: str) -> AbstractConnection:
     once by the code that knows what it was doing, and nothing is replayed behind its back."""
     return await aio_pika.connect(
         amqp_url,
-        timeout=CONNECT_TIMEOUT_SECONDS,
+        timeout=timeouts.CONNECT,
         client_properties={"connection_name": connection_name},
     )
+
+
+@contextlib.asynccontextmanager
+async def confirmed_channel(
+    amqp_url: str, connection_name: str, on_return_raises: bool = False
+) -> AsyncIterator[AbstractChannel]:
+    """A channel with publisher confirms on a connection of its own, closed on the way out.
+
+    A broker that is away raises Unavailable. Closing returns every message the channel
+    received and did not ack to its queue. `on_return_raises`: a mandatory publish the broker
+    could not route fails instead of vanishing.
+    """
+    connection = await guarded(RABBITMQ, connect(amqp_url, connection_name))
+    try:
+        yield await guarded(
+            RABBITMQ,
+            connection.channel(publisher_confirms=True, on_return_raises=on_return_raises),
+        )
+    finally:
+        await close_quietly(connection)
 
 
 async def declare_events_exchange(channel: AbstractChannel, name: str) -> AbstractExchange:
@@ -59,5 +74,5 @@ async def declare_events_exchange(channel: AbstractChannel, name: str) -> Abstra
 async def close_quietly(connection: AbstractConnection) -> None:
     """Close, bounded in time: a broker that stopped answering must not hang the way out."""
     with contextlib.suppress(*BROKER_ERRORS):
-        async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+        async with asyncio.timeout(timeouts.CLOSE):
             await connection.close()

@@ -1,215 +1,216 @@
-"""Settings read once from the environment into a frozen object.
+"""Settings, read once from the environment into a frozen object.
+
+Each setting is declared once, below: its variable (the field's name in capitals), default,
+check and a one-line doc together. The README's configuration table is generated from these
+declarations (`python -m service settings`) and a test keeps the two equal.
 
 A bad value fails at start with a message naming the variable, instead of surfacing later as an
-obscure connection error in the middle of a sale.
+obscure connection error in the middle of a sale. URLs are secrets: a bad one is told with its
+password masked, and it never appears in a repr or a log line.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-T = TypeVar("T")
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class SettingsError(ValueError):
     """A variable in the environment has a value the service cannot use."""
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    database_url: str = "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/tickets"
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    events_exchange: str = "events"
-    http_host: str = "0.0.0.0"
-    http_port: int = 8080
-    # Worker processes for the API, all on one port (SO_REUSEPORT); the database stays the
-    # source of truth, so several processes are as safe as one.
-    api_workers: int = 1
-    # Per-show coalescing: requests for one show queued while a transaction runs are booked
-    # together in the next one. A batch is bounded so one transaction stays short.
-    booking_coalescing: bool = True
-    booking_batch_max: int = 200
-    # Booking transactions one API process runs side by side; a show always uses the same lane,
-    # and one transaction books a lane's queued requests for all its shows together. One lane
-    # is fastest on the measured machines: concurrent transactions over many shows make
-    # SERIALIZABLE's predicate locks (promoted to page locks) conflict, see docs/PERFORMANCE.md.
-    booking_lanes: int = 1
-    # Longest a request waits for its turn before it is answered 503 busy (nothing booked); also
-    # the longest a booking statement waits for a row lock (lock_timeout).
-    booking_max_wait: float = 5.0
-    # Bounded retries of a transaction that lost a serialization race (SQLSTATE 40001/40P01).
-    booking_max_attempts: int = 12
-    db_pool_size: int = 10
-    log_level: str = "INFO"
-    # Outbox relay: rows per publishing batch, the polling fallback for lost NOTIFYs, how long
-    # a publish may wait for its confirm, the cap of the reconnect backoff, and retention.
-    relay_batch_size: int = 500
-    relay_poll_interval: float = 0.5
-    relay_publish_timeout: float = 5.0
-    relay_max_backoff: float = 10.0
-    outbox_retention: float = 86_400.0
-    outbox_purge_interval: float = 60.0
-    # Consumers: the external ticket provider (unset: the ticket_provider consumer is skipped),
-    # attempts before a message is dead-lettered, the growing retry delays, prefetch, and a
-    # prefix for queue names (tests use it to keep runs apart).
-    ticket_provider_url: str = ""
-    ticket_provider_timeout: float = 5.0
-    consumer_max_attempts: int = 5
-    consumer_retry_delays_ms: tuple[int, ...] = (1_000, 5_000, 30_000, 120_000)
-    consumer_prefetch: int = 32
-    consumer_queue_prefix: str = ""
+def setting(default: Any, doc: str, **checks: Any) -> Any:
+    return Field(default, description=doc, **checks)
+
+
+Seconds = Annotated[float, Field(allow_inf_nan=False)]
+DelaysMs = Annotated[tuple[int, ...], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, env_ignore_empty=True, extra="ignore")
+
+    # Where things are
+    database_url: SecretStr = setting(
+        SecretStr("postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/tickets"), "PostgreSQL"
+    )
+    amqp_url: SecretStr = setting(SecretStr("amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ")
+    events_exchange: str = setting("events", "topic exchange for events", min_length=1)
+    http_host: str = setting("0.0.0.0", "where the API listens", min_length=1)
+    http_port: int = setting(8080, "the API's port (0: any free port)", ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = setting(
+        "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL"
+    )
+    # The API
+    api_workers: int = setting(1, "API processes sharing the port (SO_REUSEPORT)", ge=1, le=64)
+    db_pool_size: int = setting(
+        10, "pooled connections per API process (and as many overflow)", ge=1, le=500
+    )
+    booking_coalescing: bool = setting(
+        True, "book concurrent requests for one show in one transaction (`false`: one each)"
+    )
+    booking_batch_max: int = setting(
+        200, "most requests one booking transaction takes", ge=1, le=10_000
+    )
+    booking_lanes: int = setting(
+        1, "booking transactions one API process runs side by side", ge=1, le=64
+    )
+    booking_max_wait: Seconds = setting(
+        5.0,
+        "seconds a request may wait for its turn, and a booking for a row lock",
+        ge=0.01,
+        le=300,
+    )
+    booking_max_attempts: int = setting(
+        12, "tries of a transaction that lost a serialization race", ge=1, le=100
+    )
+    # The outbox relay
+    relay_batch_size: int = setting(
+        500, "outbox rows the relay reads and publishes per batch", ge=1, le=10_000
+    )
+    relay_poll_interval: Seconds = setting(
+        0.5, "seconds between outbox polls when no NOTIFY arrives (at most 1)", ge=0.01, le=1.0
+    )
+    relay_publish_timeout: Seconds = setting(
+        5.0, "seconds a publish may wait for RabbitMQ's confirm", ge=0.1, le=300
+    )
+    relay_max_backoff: Seconds = setting(
+        10.0, "cap, in seconds, of the relay's reconnect backoff", ge=0.1, le=600
+    )
+    outbox_retention: Seconds = setting(
+        86_400.0, "seconds a published outbox row is kept before it is purged", ge=0, le=3.2e8
+    )
+    outbox_purge_interval: Seconds = setting(
+        60.0, "seconds between purge rounds", ge=0.1, le=86_400
+    )
+    # The consumers
+    ticket_provider_url: str = setting(
+        "", "base URL of the ticket provider; unset: `ticket_provider` is skipped"
+    )
+    ticket_provider_timeout: Seconds = setting(
+        5.0, "seconds per call to the provider", ge=0.1, le=300
+    )
+    consumer_max_attempts: int = setting(
+        5, "attempts before a message goes to the consumer's dead-letter queue", ge=1, le=100
+    )
+    consumer_retry_delays_ms: DelaysMs = setting(
+        (1_000, 5_000, 30_000, 120_000), "growing delays between attempts (the last repeats)"
+    )
+    consumer_prefetch: int = setting(
+        32, "unacknowledged messages a consumer holds at once", ge=1, le=65_535
+    )
+    consumer_max_backoff: Seconds = setting(
+        10.0, "cap, in seconds, of a consumer's reconnect backoff", ge=0.1, le=600
+    )
+    consumer_queue_prefix: str = setting("", "prefix of consumer queue names")
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql(cls, value: SecretStr) -> SecretStr:
+        return _with_scheme(value, "postgresql")
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp(cls, value: SecretStr) -> SecretStr:
+        return _with_scheme(value, "amqp")
+
+    @field_validator("ticket_provider_url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if value and not value.startswith("http"):
+            raise ValueError("must be an http... URL")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("consumer_retry_delays_ms", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return tuple(int(part) for part in value.split(","))
+            except ValueError:
+                raise ValueError("must be a comma-separated list of integers") from None
+        return value
+
+    @field_validator("consumer_retry_delays_ms")
+    @classmethod
+    def _delays(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(not 1 <= delay <= 86_400_000 for delay in value):
+            raise ValueError("must be one or more delays between 1 and 86400000 ms")
+        return value
+
+    @model_validator(mode="after")
+    def _workers_need_a_port(self) -> Settings:
+        if self.api_workers > 1 and self.http_port == 0:
+            # Port 0 would give every worker a port of its own, none of them known.
+            raise ValueError("API_WORKERS > 1 needs a fixed HTTP_PORT, not 0")
+        return self
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        d = cls()
-        settings = cls(
-            database_url=read_env(
-                env, "DATABASE_URL", str, d.database_url, url_with_scheme("postgresql")
-            ),
-            amqp_url=read_env(env, "AMQP_URL", str, d.amqp_url, url_with_scheme("amqp")),
-            events_exchange=read_env(env, "EVENTS_EXCHANGE", str, d.events_exchange, non_empty),
-            http_host=read_env(env, "HTTP_HOST", str, d.http_host, non_empty),
-            http_port=read_env(env, "HTTP_PORT", int, d.http_port, between(0, 65535)),
-            api_workers=read_env(env, "API_WORKERS", int, d.api_workers, between(1, 64)),
-            booking_coalescing=read_env(
-                env, "BOOKING_COALESCING", parse_bool, d.booking_coalescing, always_valid
-            ),
-            booking_batch_max=read_env(
-                env, "BOOKING_BATCH_MAX", int, d.booking_batch_max, between(1, 10_000)
-            ),
-            booking_lanes=read_env(env, "BOOKING_LANES", int, d.booking_lanes, between(1, 64)),
-            booking_max_wait=read_env(
-                env, "BOOKING_MAX_WAIT", float, d.booking_max_wait, seconds(0.01, 300)
-            ),
-            booking_max_attempts=read_env(
-                env, "BOOKING_MAX_ATTEMPTS", int, d.booking_max_attempts, between(1, 100)
-            ),
-            db_pool_size=read_env(env, "DB_POOL_SIZE", int, d.db_pool_size, between(1, 500)),
-            log_level=read_env(env, "LOG_LEVEL", str.upper, d.log_level, log_level_name),
-            relay_batch_size=read_env(
-                env, "RELAY_BATCH_SIZE", int, d.relay_batch_size, between(1, 10_000)
-            ),
-            relay_poll_interval=read_env(
-                env, "RELAY_POLL_INTERVAL", float, d.relay_poll_interval, seconds(0.01, 1.0)
-            ),
-            relay_publish_timeout=read_env(
-                env, "RELAY_PUBLISH_TIMEOUT", float, d.relay_publish_timeout, seconds(0.1, 300)
-            ),
-            relay_max_backoff=read_env(
-                env, "RELAY_MAX_BACKOFF", float, d.relay_max_backoff, seconds(0.1, 600)
-            ),
-            outbox_retention=read_env(
-                env, "OUTBOX_RETENTION", float, d.outbox_retention, seconds(0, 10 * 365 * 86_400)
-            ),
-            outbox_purge_interval=read_env(
-                env, "OUTBOX_PURGE_INTERVAL", float, d.outbox_purge_interval, seconds(0.1, 86_400)
-            ),
-            ticket_provider_url=read_env(
-                env, "TICKET_PROVIDER_URL", str, d.ticket_provider_url, url_with_scheme("http")
-            ),
-            ticket_provider_timeout=read_env(
-                env, "TICKET_PROVIDER_TIMEOUT", float, d.ticket_provider_timeout, seconds(0.1, 300)
-            ),
-            consumer_max_attempts=read_env(
-                env, "CONSUMER_MAX_ATTEMPTS", int, d.consumer_max_attempts, between(1, 100)
-            ),
-            consumer_retry_delays_ms=read_env(
-                env,
-                "CONSUMER_RETRY_DELAYS_MS",
-                int_list,
-                d.consumer_retry_delays_ms,
-                delays_ms,
-            ),
-            consumer_prefetch=read_env(
-                env, "CONSUMER_PREFETCH", int, d.consumer_prefetch, between(1, 65_535)
-            ),
-            consumer_queue_prefix=read_env(
-                env, "CONSUMER_QUEUE_PREFIX", str, d.consumer_queue_prefix, always_valid
-            ),
-        )
-        if settings.api_workers > 1 and settings.http_port == 0:
-            # Port 0 would give every worker a port of its own, none of them known.
-            raise SettingsError("API_WORKERS > 1 needs a fixed HTTP_PORT, not 0")
-        return settings
+        """The settings of `env` (the process environment by default); SettingsError if a
+        value is unusable. Unset and empty variables take the default."""
+        source = os.environ if env is None else env
+        given = {name: raw for name in cls.model_fields if (raw := source.get(name.upper()))}
+        try:
+            return cls.model_validate(given)
+        except ValidationError as error:
+            raise SettingsError(_explain(error, given)) from None
+
+    def replaced(self, **changes: object) -> Settings:
+        """A copy with some settings changed, checked like the environment's."""
+        return type(self).model_validate(self.model_dump() | changes)
 
 
-def read_env(
-    env: Mapping[str, str],
-    name: str,
-    parse: Callable[[str], T],
-    default: T,
-    check: Callable[[T], str | None],
-) -> T:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = parse(raw.strip())
-    except ValueError:
-        kind = {
-            "parse_bool": "boolean (true/false)",
-            "float": "number",
-            "int_list": "comma-separated list of integers",
-        }.get(parse.__name__, parse.__name__)
-        raise SettingsError(f"{name}={raw!r} is not a valid {kind}") from None
-    problem = check(value)
-    if problem:
-        raise SettingsError(f"{name}={raw!r}: {problem}")
+def _with_scheme(value: SecretStr, scheme: str) -> SecretStr:
+    if not value.get_secret_value().startswith(scheme):
+        raise ValueError(f"must be a {scheme}... URL")
     return value
 
 
-def parse_bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(raw)
+SECRETS = frozenset({"database_url", "amqp_url"})
 
 
-def int_list(raw: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in raw.split(","))
+def mask_password(url: str) -> str:
+    """The URL with its password replaced: safe for an error message or a log line."""
+    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
-def always_valid(value: object) -> str | None:
-    return None
+def _explain(error: ValidationError, given: Mapping[str, str]) -> str:
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        if not item["loc"]:  # a rule across settings: its message names the variables
+            problems.append(item["msg"].removeprefix("Value error, "))
+            continue
+        name = str(item["loc"][0])
+        raw = given.get(name, "")
+        shown = mask_password(raw) if name in SECRETS else raw
+        problems.append(f"{name.upper()}={shown!r}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
 
 
-def non_empty(value: str) -> str | None:
-    return None if value else "must not be empty"
-
-
-def url_with_scheme(scheme: str) -> Callable[[str], str | None]:
-    def check(value: str) -> str | None:
-        return None if value.startswith(scheme) else f"must be a {scheme}... URL"
-
-    return check
-
-
-def between(low: int, high: int) -> Callable[[int], str | None]:
-    def check(value: int) -> str | None:
-        return None if low <= value <= high else f"must be between {low} and {high}"
-
-    return check
-
-
-def seconds(low: float, high: float) -> Callable[[float], str | None]:
-    def check(value: float) -> str | None:
-        return None if low <= value <= high else f"must be between {low:g} and {high:g} seconds"
-
-    return check
-
-
-def delays_ms(value: tuple[int, ...]) -> str | None:
-    if not value or any(not 1 <= delay <= 86_400_000 for delay in value):
-        return "must be one or more delays between 1 and 86400000 ms"
-    return None
-
-
-def log_level_name(value: str) -> str | None:
-    levels = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
-    return None if value in levels else f"must be one of {sorted(levels)}"
+def settings_table() -> str:
+    """The README's configuration table, from the declarations above."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        if isinstance(default, tuple):
+            default = ",".join(str(part) for part in default)
+        if isinstance(default, bool):
+            default = str(default).lower()
+        if isinstance(default, float):
+            default = f"{default:g}"
+        shown = f"`{default}`" if default != "" else "*(unset)*"
+        rows.append(f"| `{name.upper()}` | {shown} | {field.description or ''} |")
+    return "\n".join(rows)

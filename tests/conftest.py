@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
@@ -30,8 +29,7 @@ async def database_url() -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def settings(database_url: str) -> AsyncIterator[Settings]:
-    settings = dataclasses.replace(
-        Settings.from_env({}),
+    settings = Settings.from_env({}).replaced(
         database_url=database_url,
         events_exchange=f"events_test_{RUN_ID}",
         consumer_queue_prefix=f"test_{RUN_ID}.",
@@ -39,7 +37,9 @@ async def settings(database_url: str) -> AsyncIterator[Settings]:
     )
     yield settings
     # Consumer tests add their queue names here; the run leaves nothing behind on the broker.
-    await delete_run_objects(settings.amqp_url, settings.events_exchange, RUN_QUEUES)
+    await delete_run_objects(
+        settings.amqp_url.get_secret_value(), settings.events_exchange, RUN_QUEUES
+    )
 
 
 # Durable queues a test run declared (beyond the exchange's own), deleted at the end of the run.

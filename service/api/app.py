@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator
 from functools import partial
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from service.api import handlers
 from service.api.correlation import correlation_middleware
 from service.api.errors import error_middleware
-from service.api.state import BOOKER, READ_SESSIONS, STATS
+from service.api.state import BOOKER, SESSIONS
 from service.coalescer import Booker, BookingCoalescer, OneTransactionPerRequest
-from service.db.booking import BookingStats, book_requests
+from service.db.booking import UNOBSERVED, BookingObserver, book_requests
 from service.db.engine import (
     bound_lock_waits,
     create_engine,
@@ -24,32 +24,49 @@ from service.domain import BatchDecision, BookingRequest
 from service.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024
+ENGINE = web.AppKey("engine", AsyncEngine)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(
+    settings: Settings, booking_observer: BookingObserver = UNOBSERVED
+) -> web.Application:
+    """The API. `booking_observer` hears what every booking transaction meets."""
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         middlewares=[correlation_middleware, error_middleware],
     )
     app.cleanup_ctx.append(partial(_database, settings=settings))
+    app.cleanup_ctx.append(partial(_booker, settings=settings, observer=booking_observer))
     app.router.add_post("/shows", handlers.post_show)
-    app.router.add_get("/shows/{show_id}", handlers.get_show_handler)
+    app.router.add_get("/shows/{show_id}", handlers.get_show)
     app.router.add_post("/book-tickets", handlers.post_book_tickets)
-    app.router.add_get("/bookings/{booking_id}", handlers.get_booking_handler)
+    app.router.add_get("/bookings/{booking_id}", handlers.get_booking)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/ready", handlers.ready)
     return app
 
 
 async def _database(app: web.Application, settings: Settings) -> AsyncIterator[None]:
-    engine = create_engine(settings.database_url, settings.db_pool_size, pre_ping=False)
+    database_url = settings.database_url.get_secret_value()
+    engine = create_engine(database_url, settings.db_pool_size, pre_ping=False)
     refuse_closed_connections(engine)
     bound_lock_waits(engine, settings.booking_max_wait)
-    booking_sessions = serializable_sessions(engine)
-    stats = BookingStats()
+    app[ENGINE] = engine
+    app[SESSIONS] = async_sessionmaker(engine, expire_on_commit=False)
+    yield
+    await engine.dispose()
+
+
+async def _booker(
+    app: web.Application, settings: Settings, observer: BookingObserver
+) -> AsyncIterator[None]:
+    """Bookings go through a coalescer (or, with coalescing off, one transaction each)."""
+    booking_sessions = serializable_sessions(app[ENGINE])
 
     async def book(requests: list[BookingRequest]) -> BatchDecision:
-        return await book_requests(booking_sessions, requests, settings.booking_max_attempts, stats)
+        return await book_requests(
+            booking_sessions, requests, settings.booking_max_attempts, observer
+        )
 
     booker: Booker = (
         BookingCoalescer(
@@ -58,9 +75,6 @@ async def _database(app: web.Application, settings: Settings) -> AsyncIterator[N
         if settings.booking_coalescing
         else OneTransactionPerRequest(book)
     )
-    app[READ_SESSIONS] = async_sessionmaker(engine, expire_on_commit=False)
     app[BOOKER] = booker
-    app[STATS] = stats
     yield
     await booker.close()
-    await engine.dispose()

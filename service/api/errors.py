@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from pydantic import ValidationError
 
-from service.db.engine import DATABASE_OUTAGES, RetriesExhausted
+from service.common.outages import is_database_outage
+from service.common.validation import describe
+from service.db.engine import RetriesExhausted
 from service.domain import (
     BookingNotFound,
     ContentionExhausted,
@@ -40,15 +42,6 @@ def error_response(
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def describe(error: ValidationError) -> str:
-    """First few problems, each as `field: what is wrong`, without echoing the input back."""
-    parts = []
-    for item in error.errors(include_url=False, include_input=False)[:3]:
-        where = ".".join(str(p) for p in item["loc"]) or "body"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
-
-
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -65,10 +58,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(400, describe(error))
     except InvalidRequest as error:
         return error_response(400, str(error))
-    except DATABASE_OUTAGES as error:
-        # The database is unreachable: a retryable condition, not a bug in the request.
-        log.error("database unavailable on %s %s: %r", request.method, request.path, error)
-        return error_response(503, "database unavailable", {"Retry-After": RETRY_AFTER_SECONDS})
     except web.HTTPException as error:
         # aiohttp's own answers (404 route, 405, 413 body too large) in our JSON shape.
         if error.status < 400:
@@ -76,6 +65,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         message = error.text if error.text and error.content_type == "text/plain" else error.reason
         kept = {k: v for k, v in error.headers.items() if k in ("Allow", "Retry-After")}
         return error_response(error.status, message.removeprefix(f"{error.status}: "), kept)
-    except Exception:
+    except Exception as error:
+        if is_database_outage(error):
+            # The database is unreachable: a retryable condition, not a bug in the request.
+            log.error("database unavailable on %s %s: %r", request.method, request.path, error)
+            headers = {"Retry-After": RETRY_AFTER_SECONDS}
+            return error_response(503, "database unavailable", headers)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal error")

@@ -14,9 +14,8 @@ from sqlalchemy import text
 from service.api.correlation import correlation_id_of
 from service.api.errors import InvalidRequest, error_response
 from service.api.schemas import BookTicketsBody, NewShowBody
-from service.api.state import BOOKER, READ_SESSIONS
-from service.db.booking import get_booking
-from service.db.shows import NewShow, create_show, get_show
+from service.api.state import BOOKER, SESSIONS
+from service.db import booking, shows
 from service.domain import BookingNotFound, BookingRequest, ShowNotFound
 
 M = TypeVar("M", bound=BaseModel)
@@ -44,33 +43,33 @@ def _uuid_in_path(request: web.Request, name: str, not_found: Exception) -> uuid
 
 async def post_show(request: web.Request) -> web.Response:
     body = await _parse(request, NewShowBody)
-    show = NewShow(
+    show = shows.NewShow(
         body.dead_nation_id, body.number_of_tickets, body.start_time, body.title, body.venue
     )
-    show_id, created = await create_show(request.app[READ_SESSIONS], show)
+    show_id, created = await shows.create_show(request.app[SESSIONS], show)
     return web.json_response({"show_id": str(show_id)}, status=201 if created else 200)
 
 
-async def get_show_handler(request: web.Request) -> web.Response:
+async def get_show(request: web.Request) -> web.Response:
     show_id = _uuid_in_path(request, "show_id", ShowNotFound())
-    return web.json_response(await get_show(request.app[READ_SESSIONS], show_id))
+    return web.json_response(await shows.get_show(request.app[SESSIONS], show_id))
 
 
 async def post_book_tickets(request: web.Request) -> web.Response:
     body = await _parse(request, BookTicketsBody)
-    booking = BookingRequest(
+    wanted = BookingRequest(
         show_id=body.show_id,
         number_of_tickets=body.number_of_tickets,
         customer_email=str(body.customer_email),
         correlation_id=correlation_id_of(request),
     )
-    await request.app[BOOKER].book(booking)
-    return web.json_response({"booking_id": str(booking.booking_id)}, status=201)
+    await request.app[BOOKER].book(wanted)
+    return web.json_response({"booking_id": str(wanted.booking_id)}, status=201)
 
 
-async def get_booking_handler(request: web.Request) -> web.Response:
+async def get_booking(request: web.Request) -> web.Response:
     booking_id = _uuid_in_path(request, "booking_id", BookingNotFound())
-    return web.json_response(await get_booking(request.app[READ_SESSIONS], booking_id))
+    return web.json_response(await booking.get_booking(request.app[SESSIONS], booking_id))
 
 
 async def health(request: web.Request) -> web.Response:
@@ -79,7 +78,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     try:
-        async with asyncio.timeout(2), request.app[READ_SESSIONS]() as session:
+        async with asyncio.timeout(2), request.app[SESSIONS]() as session:
             await session.execute(text("SELECT 1"))
     except Exception as error:  # any failure to answer means not ready
         return error_response(503, f"database unavailable: {type(error).__name__}")

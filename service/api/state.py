@@ -6,8 +6,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.coalescer import Booker
-from service.db.booking import BookingStats
 
-READ_SESSIONS = web.AppKey("read_sessions", async_sessionmaker[AsyncSession])
+# Sessions at the default isolation for everything but bookings: reads, and creating a show.
+SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 BOOKER = web.AppKey("booker", Booker)
-STATS = web.AppKey("stats", BookingStats)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
-import sqlalchemy.exc
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -23,20 +22,10 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from alembic import command
+from service.common import timeouts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# What a PostgreSQL that is down, restarting or out of reach looks like through SQLAlchemy and
-# asyncpg, a pool that cannot hand out a connection in time included. The API answers 503 for
-# these, and a consumer keeps its message for later instead of spending an attempt.
-DATABASE_OUTAGES = (
-    OSError,
-    TimeoutError,
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,
-)
 
 # Serialization failure and deadlock: the transaction did nothing and may simply run again.
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
@@ -50,8 +39,11 @@ def create_engine(database_url: str, pool_size: int = 10, pre_ping: bool = True)
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
         # Fail fast when PostgreSQL is away: a buyer waiting a minute is worse than a quick 503.
-        pool_timeout=5,
-        connect_args={"timeout": 5, "server_settings": {"application_name": "tickets"}},
+        pool_timeout=timeouts.POOL_CHECKOUT,
+        connect_args={
+            "timeout": timeouts.CONNECT,
+            "server_settings": {"application_name": "tickets"},
+        },
     )
 
 
@@ -112,6 +104,7 @@ async def create_database_if_missing(database_url: str) -> bool:
         user=url.username,
         password=url.password,
         database="postgres",
+        timeout=timeouts.CONNECT,
     )
     try:
         if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):

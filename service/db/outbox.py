@@ -7,12 +7,17 @@ would hand out and take back at will.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+
+from service.common import timeouts
+from service.common.outages import POSTGRESQL, guarded, is_database_outage
+from service.db.engine import asyncpg_dsn
 
 # pg_try_advisory_lock key of the one active relay in a database ("outbox" in ASCII).
 RELAY_LOCK_KEY = 0x6F7574626F78
@@ -37,6 +42,40 @@ class OutboxStatus:
     published_last_minute: int
 
 
+@contextlib.asynccontextmanager
+async def dedicated_connection(
+    database_url: str, application_name: str
+) -> AsyncIterator[asyncpg.Connection]:
+    """One physical connection, its own session, closed (bounded in time) on the way out.
+
+    Connecting to a PostgreSQL that is away raises Unavailable. Closing ends the session, which
+    releases whatever it held: a relay's lead goes to a standby at once.
+    """
+    conn = await guarded(
+        POSTGRESQL,
+        asyncpg.connect(
+            asyncpg_dsn(database_url),
+            timeout=timeouts.CONNECT,
+            server_settings={"application_name": application_name},
+        ),
+    )
+    try:
+        yield conn
+    finally:
+        await _close_quietly(conn)
+
+
+async def _close_quietly(conn: asyncpg.Connection) -> None:
+    try:
+        await conn.close(timeout=timeouts.CLOSE)
+    except Exception as error:
+        if not is_database_outage(error):
+            raise
+    finally:
+        if not conn.is_closed():
+            conn.terminate()
+
+
 async def try_lead(conn: asyncpg.Connection) -> bool:
     """Take the relay lock for this connection's lifetime; False while another relay has it.
 
@@ -51,7 +90,7 @@ async def fetch_unpublished(
 ) -> list[OutboxRow]:
     """The oldest rows not yet published and not among `in_flight` (sent, not yet marked)."""
     # Id order is commit order within a show: a booking transaction that commits drew its ids
-    # after every earlier writer of that show committed (see service/db/booking.py, _BOOK).
+    # after every earlier writer of that show committed (see service/db/booking.py, BOOK).
     # Across shows ids may commit out of order, which is why this reads "not yet published"
     # rather than "after the last id seen".
     records = await conn.fetch(

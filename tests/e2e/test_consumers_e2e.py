@@ -8,7 +8,6 @@ accepted booking once.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
 import socket
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from consumers.__main__ import NAMES
+from consumers.bootstrap import NAMES
 from service.settings import Settings
 from tests.support.api import booking_body, show_body
 from tests.support.consumers import consumer_queues, depths, fast, own_database
@@ -44,7 +43,7 @@ async def test_bookings_over_http_reach_show_sales_and_the_provider(
     port = free_port()
     async with own_database() as database_url, serving(provider):
         settings = fast(
-            dataclasses.replace(settings, database_url=database_url),
+            settings.replaced(database_url=database_url),
             consumer_queue_prefix=f"{settings.consumer_queue_prefix}e2e.",
             consumer_max_attempts=20,
         )

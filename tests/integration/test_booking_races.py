@@ -8,7 +8,6 @@ every request is its own SERIALIZABLE transaction and contention is settled by r
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
 import uuid
 from collections import Counter
@@ -31,7 +30,7 @@ async def racing_client(
     settings: Settings, request: pytest.FixtureRequest
 ) -> AsyncIterator[Client]:
     coalescing, lanes = request.param
-    tuned = dataclasses.replace(settings, booking_coalescing=coalescing, booking_lanes=lanes)
+    tuned = settings.replaced(booking_coalescing=coalescing, booking_lanes=lanes)
     async with TestClient(TestServer(create_app(tuned))) as test_client:
         yield test_client
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db.booking import BookingStats, book_requests
+from service.db.booking import book_requests
 from service.db.engine import (
     bound_lock_waits,
     create_engine,
@@ -18,7 +18,7 @@ from service.db.engine import (
     serializable_sessions,
 )
 from service.domain import ContentionExhausted
-from tests.support.bookings import booking, new_show
+from tests.support.bookings import BookingStats, booking, new_show
 from tests.support.invariants import assert_show_consistent
 from tests.support.waiting import until
 

@@ -7,7 +7,6 @@ queues requests behind it while it waits, then lets go, so every request's batch
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import uuid
 
@@ -109,7 +108,7 @@ def raw_booking_request(show_id: str, tickets: int, correlation_id: str) -> byte
 async def test_waits_are_bounded_then_busy_and_nothing_is_booked(
     settings: Settings, db: asyncpg.Connection, database_url: str
 ) -> None:
-    impatient = dataclasses.replace(settings, booking_max_wait=0.3)
+    impatient = settings.replaced(booking_max_wait=0.3)
     async with TestClient(TestServer(create_app(impatient))) as client:
         show_id = await create_show_over_http(client, 10)
         async with asyncio.timeout(BOUND):

@@ -4,7 +4,6 @@ bookings, as `python -m consumers reconcile` checks."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 import uuid
 from datetime import UTC, datetime
@@ -12,11 +11,11 @@ from pathlib import Path
 
 import asyncpg
 
-from service.db.booking import book_batch
 from service.db.engine import create_engine, serializable_sessions
 from service.db.shows import NewShow, create_show
 from service.domain import BookingRequest
 from service.settings import Settings
+from tests.support.bookings import book_batch
 from tests.support.consumers import consumer_queues, depths, fast, own_database
 from tests.support.database import asyncpg_dsn
 from tests.support.events import outbox_messages, publish
@@ -59,7 +58,7 @@ async def test_sigkill_mid_stream_then_restart_leaves_no_difference(
 ) -> None:
     async with own_database() as database_url:
         settings = fast(
-            dataclasses.replace(settings, database_url=database_url),
+            settings.replaced(database_url=database_url),
             consumer_queue_prefix=f"{settings.consumer_queue_prefix}crash.",
         )
         async with consumer_queues(settings, NAME) as (queues,):

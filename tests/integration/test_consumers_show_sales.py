@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import socket
@@ -15,7 +14,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from yarl import URL
 
-from consumers.__main__ import consumer_runners, run_until
+from consumers.bootstrap import consumer_runners, run_until
 from consumers.dlq import list_dead_letters
 from consumers.retries import POISON
 from service.settings import Settings
@@ -82,7 +81,7 @@ async def test_poison_goes_to_the_dead_letter_queue_at_once(
                 await at_least(5, db, sold, show_id)
                 await until(lambda: stat_reached(lambda: runner.stats.dead_lettered, 2))
         assert runner.stats.retried == 0  # never into a retry loop
-        dead = await list_dead_letters(settings.amqp_url, queues)
+        dead = await list_dead_letters(settings.amqp_url.get_secret_value(), queues)
         assert {d.message_id for d in dead} == {unreadable.message_id, incomplete.message_id}
         assert {(d.failure, d.attempts, d.consumer) for d in dead} == {(POISON, 0, NAME)}
         errors = {d.message_id: d.last_error for d in dead}
@@ -105,7 +104,7 @@ async def test_without_its_database_a_consumer_waits_and_says_so_once(
 ) -> None:
     nowhere = f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/nowhere"
     settings = fast(
-        dataclasses.replace(settings, database_url=nowhere),
+        settings.replaced(database_url=nowhere),
         consumer_queue_prefix=f"{settings.consumer_queue_prefix}nodb.",
     )
     async with consumer_queues(settings, NAME) as (queues,):
@@ -136,9 +135,9 @@ async def test_a_lost_broker_is_logged_once_and_consumption_resumes(
             [booking_made(show_id) for _ in range(5)],
         )
         sold = "SELECT coalesce(max(bookings), 0) FROM show_sales WHERE show_id = $1"
-        amqp = URL(settings.amqp_url)
+        amqp = URL(settings.amqp_url.get_secret_value())
         async with proxy_to(amqp.host or "127.0.0.1", amqp.port or 5672) as proxy:
-            behind_proxy = dataclasses.replace(settings, amqp_url=str(amqp.with_port(proxy.port)))
+            behind_proxy = settings.replaced(amqp_url=str(amqp.with_port(proxy.port)))
             with caplog.at_level(logging.INFO, logger="consumers.runner"):
                 async with running(behind_proxy, [NAME]) as (runner,):
                     await publish(settings, map(message_for, before))
@@ -164,10 +163,10 @@ async def test_a_lost_database_costs_no_attempts_and_consumption_resumes(
         show_id = uuid.uuid4()
         events = [booking_made(show_id) for _ in range(300)]
         sold = "SELECT coalesce(max(bookings), 0) FROM show_sales WHERE show_id = $1"
-        database = make_url(settings.database_url)
+        database = make_url(settings.database_url.get_secret_value())
         async with proxy_to(database.host or "127.0.0.1", database.port or 5432) as proxy:
-            behind_proxy = dataclasses.replace(
-                settings, database_url=database.set(port=proxy.port).render_as_string(False)
+            behind_proxy = settings.replaced(
+                database_url=database.set(port=proxy.port).render_as_string(False)
             )
             with caplog.at_level(logging.INFO, logger="consumers.runner"):
                 async with running(behind_proxy, [NAME]) as (runner,):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
-from consumers.__main__ import topology
+from consumers.bootstrap import topology
 from consumers.dlq import list_dead_letters
 from consumers.retries import EXHAUSTED, REJECTED
 from consumers.ticket_provider import booking_request
@@ -123,7 +123,7 @@ async def test_a_failing_booking_is_dead_lettered_while_the_others_flow_then_red
 
                 await until(dead_lettered)
                 assert len(provider.calls_for(str(bad.booking_id))) == 4
-                (dead,) = await list_dead_letters(settings.amqp_url, queues)
+                (dead,) = await list_dead_letters(settings.amqp_url.get_secret_value(), queues)
                 assert (dead.message_id, dead.failure, dead.attempts, dead.consumer) == (
                     str(bad.event_id),
                     EXHAUSTED,
@@ -174,7 +174,7 @@ async def test_a_refused_booking_goes_to_the_dead_letter_queue_at_once(
                     return runner.stats.dead_lettered == 1
 
                 await until(dead_lettered)
-            (dead,) = await list_dead_letters(settings.amqp_url, queues)
+            (dead,) = await list_dead_letters(settings.amqp_url.get_secret_value(), queues)
             assert (dead.failure, dead.attempts) == (REJECTED, 1)
             assert "HTTP 400" in dead.last_error
             assert len(provider.calls) == 1 and runner.stats.retried == 0

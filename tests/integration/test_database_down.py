@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import uuid
 
@@ -21,7 +20,7 @@ def closed_port() -> int:
 
 async def test_unreachable_database_is_503_not_500(settings: Settings) -> None:
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/nowhere"
-    app = create_app(dataclasses.replace(settings, database_url=url))
+    app = create_app(settings.replaced(database_url=url))
     async with TestClient(TestServer(app)) as client:
         assert (await client.get("/health")).status == 200
         ready = await client.get("/ready")

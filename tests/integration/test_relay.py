@@ -7,7 +7,6 @@ and leadership is per database), and reads what arrived on a queue bound to the 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 from collections import defaultdict
@@ -38,8 +37,7 @@ from tests.support.waiting import until
 @pytest.fixture
 async def relay_settings(settings: Settings) -> AsyncIterator[Settings]:
     url = await create_migrated_database("tickets_relay")
-    yield dataclasses.replace(
-        settings,
+    yield settings.replaced(
         database_url=url,
         relay_poll_interval=0.1,
         relay_max_backoff=0.5,
@@ -51,14 +49,14 @@ async def relay_settings(settings: Settings) -> AsyncIterator[Settings]:
 
 @pytest.fixture
 async def db(relay_settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(asyncpg_dsn(relay_settings.database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(relay_settings.database_url.get_secret_value()))
     yield conn
     await conn.close()
 
 
 @pytest.fixture
 async def channel(settings: Settings) -> AsyncIterator[AbstractChannel]:
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         yield await connection.channel()
 
@@ -161,13 +159,15 @@ async def test_several_relays_keep_per_show_commit_order_and_publish_each_event_
     relays = [OutboxRelay(relay_settings) for _ in range(3)]
     async with bound_queue(channel, relay_settings.events_exchange) as received:
         async with running(relays[0]), running(relays[1]), running(relays[2]):
-            first = asyncio.create_task(book_many(relay_settings.database_url, 5, 120))
+            first = asyncio.create_task(
+                book_many(relay_settings.database_url.get_secret_value(), 5, 120)
+            )
             await received.wait_for(100)
             # Hand the lead over in the middle of the stream: the leader stops gracefully.
             leader = next(r for r in relays if r.leading)
             leader.stop()
             await first
-            await book_many(relay_settings.database_url, 4, 120)
+            await book_many(relay_settings.database_url.get_secret_value(), 4, 120)
             await received.wait_for(1080)
             await asyncio.sleep(0.3)  # room for a duplicate to show up
         assert sum(r.published for r in relays) == 1080
@@ -181,7 +181,7 @@ async def test_several_relays_keep_per_show_commit_order_and_publish_each_event_
 async def test_relay_killed_mid_backlog_loses_nothing(
     relay_settings: Settings, channel: AbstractChannel, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    await book_many(relay_settings.database_url, 4, 1500, batch=100)
+    await book_many(relay_settings.database_url.get_secret_value(), 4, 1500, batch=100)
     env = environment(relay_settings, RELAY_BATCH_SIZE="100")
     async with bound_queue(channel, relay_settings.events_exchange) as received:
         relay = await start("relay-1", ["service", "relay"], env, tmp_path)
@@ -206,9 +206,9 @@ async def test_broker_outage_keeps_bookings_flowing_and_drains_after(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="service.relay")
-    amqp = URL(relay_settings.amqp_url)
+    amqp = URL(relay_settings.amqp_url.get_secret_value())
     async with proxy_to(amqp.host or "127.0.0.1", amqp.port or 5672) as proxy:
-        behind_proxy = dataclasses.replace(relay_settings, amqp_url=str(amqp.with_port(proxy.port)))
+        behind_proxy = relay_settings.replaced(amqp_url=str(amqp.with_port(proxy.port)))
         relay = OutboxRelay(behind_proxy)
         async with (
             bound_queue(channel, relay_settings.events_exchange) as received,
@@ -238,18 +238,18 @@ async def test_broker_outage_keeps_bookings_flowing_and_drains_after(
 async def test_publish_that_hangs_times_out_and_recovers(
     relay_settings: Settings, channel: AbstractChannel, db: asyncpg.Connection
 ) -> None:
-    amqp = URL(relay_settings.amqp_url)
+    amqp = URL(relay_settings.amqp_url.get_secret_value())
     async with proxy_to(amqp.host or "127.0.0.1", amqp.port or 5672) as proxy:
-        behind_proxy = dataclasses.replace(relay_settings, amqp_url=str(amqp.with_port(proxy.port)))
+        behind_proxy = relay_settings.replaced(amqp_url=str(amqp.with_port(proxy.port)))
         async with (
             bound_queue(channel, relay_settings.events_exchange) as received,
             running(OutboxRelay(behind_proxy)),
         ):
-            await book_many(relay_settings.database_url, 1, 5)
+            await book_many(relay_settings.database_url.get_secret_value(), 1, 5)
             await received.wait_for(5)
             await until(nothing_unpublished(db))
             proxy.blackhole()  # the broker stops answering: confirms never come
-            await book_many(relay_settings.database_url, 2, 20)
+            await book_many(relay_settings.database_url.get_secret_value(), 2, 20)
             await asyncio.sleep(relay_settings.relay_publish_timeout + 0.5)
             assert await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 40
             proxy.heal()
@@ -277,7 +277,8 @@ async def test_relay_recovers_when_its_database_connections_are_killed(
         running(OutboxRelay(relay_settings)),
     ):
         await asyncio.gather(
-            book_many(relay_settings.database_url, 3, 200, batch=5), kill_relay_sessions()
+            book_many(relay_settings.database_url.get_secret_value(), 3, 200, batch=5),
+            kill_relay_sessions(),
         )
         await received.wait_for_all(await all_event_ids(db))
 
@@ -288,12 +289,10 @@ async def test_relay_recovers_when_its_database_connections_are_killed(
 async def test_events_no_queue_is_bound_for_are_kept_not_dropped(
     relay_settings: Settings, channel: AbstractChannel
 ) -> None:
-    lonely = dataclasses.replace(
-        relay_settings, events_exchange=f"{relay_settings.events_exchange}.nobody"
-    )
+    lonely = relay_settings.replaced(events_exchange=f"{relay_settings.events_exchange}.nobody")
     try:
         async with running(OutboxRelay(lonely)) as relay:
-            await book_many(relay_settings.database_url, 1, 7)
+            await book_many(relay_settings.database_url.get_secret_value(), 1, 7)
 
             async def all_published() -> bool:
                 return relay.published == 7
@@ -302,13 +301,13 @@ async def test_events_no_queue_is_bound_for_are_kept_not_dropped(
         queue = await channel.declare_queue(f"{lonely.events_exchange}.unrouted", passive=True)
         assert queue.declaration_result.message_count == 7
     finally:
-        await delete_run_objects(lonely.amqp_url, lonely.events_exchange, [])
+        await delete_run_objects(lonely.amqp_url.get_secret_value(), lonely.events_exchange, [])
 
 
 async def test_published_rows_are_purged_after_retention_and_unpublished_never(
     relay_settings: Settings, db: asyncpg.Connection
 ) -> None:
-    await book_many(relay_settings.database_url, 1, 30)
+    await book_many(relay_settings.database_url.get_secret_value(), 1, 30)
     await db.execute(
         "UPDATE outbox SET published_at = now() - interval '2 hours'"
         " WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT 20)"
@@ -324,7 +323,7 @@ async def test_published_rows_are_purged_after_retention_and_unpublished_never(
     assert sorted(r["unpublished"] for r in left) == [False] * 5 + [True] * 5
 
     # And the relay does it by itself, on its interval.
-    eager = dataclasses.replace(relay_settings, outbox_retention=0, outbox_purge_interval=0.2)
+    eager = relay_settings.replaced(outbox_retention=0, outbox_purge_interval=0.2)
 
     async def outbox_empty() -> bool:
         return int(await db.fetchval("SELECT count(*) FROM outbox")) == 0
@@ -342,7 +341,7 @@ async def test_outbox_status_reports_backlog_age_and_recent_publishes(
         None,
         0,
     )
-    await book_many(relay_settings.database_url, 2, 10)
+    await book_many(relay_settings.database_url.get_secret_value(), 2, 10)
     await db.execute(
         "UPDATE outbox SET published_at = now() WHERE id IN (SELECT id FROM outbox LIMIT 4)"
     )

@@ -4,14 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db.booking import book_batch
+from service.db.booking import UNOBSERVED, BookingObserver, book_requests
 from service.db.engine import create_engine, serializable_sessions
 from service.db.shows import NewShow, create_show
-from service.domain import BookingRequest
+from service.domain import BatchDecision, BookingRequest, ShowNotFound
+
+
+@dataclass(slots=True)
+class BookingStats:
+    """A BookingObserver that counts: how much contention the transactions met."""
+
+    transactions: int = 0
+    retries: int = 0
+    bookings: int = 0
+
+    def retried(self) -> None:
+        self.retries += 1
+
+    def committed(self, decision: BatchDecision) -> None:
+        self.transactions += 1
+        self.bookings += len(decision.accepted)
+
+
+async def book_batch(
+    sessions: async_sessionmaker[AsyncSession],
+    show_id: uuid.UUID,
+    requests: list[BookingRequest],
+    max_attempts: int,
+    observer: BookingObserver = UNOBSERVED,
+) -> BatchDecision:
+    """Book a batch of requests for one show; raises ShowNotFound for an unknown show."""
+    decision = await book_requests(sessions, requests, max_attempts, observer)
+    if decision.unknown_show:
+        raise ShowNotFound()
+    return decision
 
 
 async def book_many(

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from consumers.__main__ import consumer_runners, run_until, topology
+from consumers.bootstrap import consumer_runners, run_until, topology
 from consumers.runner import ConsumerRunner
 from consumers.topology import Topology, declare
 from service.broker import connect
@@ -19,7 +18,7 @@ FAST = {"consumer_retry_delays_ms": (50, 100, 200), "consumer_max_attempts": 5}
 
 
 def fast(settings: Settings, **changes: object) -> Settings:
-    return dataclasses.replace(settings, **(FAST | changes))  # type: ignore[arg-type]
+    return settings.replaced(**(FAST | changes))
 
 
 @asynccontextmanager
@@ -32,7 +31,7 @@ async def consumer_queues(settings: Settings, *names: str) -> AsyncIterator[list
     names_of_queues = [q for queues in declared for q in queues.queue_names()]
     # Deleted by the run even if this test dies before its own clean-up.
     RUN_QUEUES.extend(q for q in names_of_queues if q not in RUN_QUEUES)
-    connection = await connect(settings.amqp_url, "tickets-test-declare")
+    connection = await connect(settings.amqp_url.get_secret_value(), "tickets-test-declare")
     async with connection:
         channel = await connection.channel()
         for queues in declared:
@@ -40,7 +39,7 @@ async def consumer_queues(settings: Settings, *names: str) -> AsyncIterator[list
     try:
         yield declared
     finally:
-        connection = await connect(settings.amqp_url, "tickets-test-delete")
+        connection = await connect(settings.amqp_url.get_secret_value(), "tickets-test-delete")
         async with connection:
             channel = await connection.channel()
             for name in names_of_queues:
@@ -49,7 +48,7 @@ async def consumer_queues(settings: Settings, *names: str) -> AsyncIterator[list
 
 async def depths(settings: Settings, queues: Topology) -> dict[str, int]:
     """Ready (not unacked) messages in each queue of the topology."""
-    connection = await connect(settings.amqp_url, "tickets-test-depths")
+    connection = await connect(settings.amqp_url.get_secret_value(), "tickets-test-depths")
     async with connection:
         channel = await connection.channel()
         counts = {}

@@ -51,7 +51,7 @@ def raw_message(
 
 async def publish(settings: Settings, messages: Iterable[aio_pika.Message]) -> None:
     """Publish to the run's events exchange with routing key BookingMade, each one confirmed."""
-    connection = await connect(settings.amqp_url, "tickets-test-publisher")
+    connection = await connect(settings.amqp_url.get_secret_value(), "tickets-test-publisher")
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await declare_events_exchange(channel, settings.events_exchange)

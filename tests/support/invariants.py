@@ -41,3 +41,28 @@ async def assert_show_consistent(db: asyncpg.Connection, show_id: str | uuid.UUI
     )
     assert duplicated == 0
     return int(show["tickets_booked"])
+
+
+async def database_problems(db: asyncpg.Connection) -> dict[str, int]:
+    """Every show at once: each invariant broken somewhere, with how many rows break it."""
+    found = await db.fetchrow(WHOLE_DATABASE)
+    assert found is not None
+    return {name: count for name, count in found.items() if count}
+
+
+WHOLE_DATABASE = """
+WITH booked AS (SELECT show_id, sum(number_of_tickets) AS n FROM bookings GROUP BY show_id),
+     published AS (SELECT ordering_key AS show_id, sum((payload->>'number_of_tickets')::int) AS n
+                   FROM outbox GROUP BY ordering_key)
+SELECT
+  (SELECT count(*) FROM shows WHERE tickets_booked > number_of_tickets) AS overbooked,
+  (SELECT count(*) FROM shows s
+     LEFT JOIN booked b USING (show_id) LEFT JOIN published p USING (show_id)
+     WHERE s.tickets_booked <> coalesce(b.n, 0) OR s.tickets_booked <> coalesce(p.n, 0))
+    AS counter_mismatches,
+  (SELECT count(*) FROM bookings b FULL JOIN outbox o
+     ON (o.payload->>'booking_id')::uuid = b.booking_id
+     WHERE b.booking_id IS NULL OR o.id IS NULL) AS unmatched_rows,
+  (SELECT count(*) FROM (SELECT 1 FROM outbox GROUP BY payload->>'booking_id'
+     HAVING count(*) > 1) d) AS duplicated_events
+"""

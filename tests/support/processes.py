@@ -21,8 +21,8 @@ def environment(settings: Settings, **extra: str) -> dict[str, str]:
     """The process environment that gives a child process the same settings as `settings`."""
     env = dict(os.environ)
     env.update(
-        DATABASE_URL=settings.database_url,
-        AMQP_URL=settings.amqp_url,
+        DATABASE_URL=settings.database_url.get_secret_value(),
+        AMQP_URL=settings.amqp_url.get_secret_value(),
         EVENTS_EXCHANGE=settings.events_exchange,
         CONSUMER_QUEUE_PREFIX=settings.consumer_queue_prefix,
         PYTHONUNBUFFERED="1",

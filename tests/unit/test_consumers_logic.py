@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consumers.__main__ import selected
+from consumers.bootstrap import selected
 from consumers.messages import PoisonMessage, parse_booking_made
 from consumers.retries import (
     ATTEMPTS,
     EXHAUSTED,
     LAST_ERROR,
     REDRIVEN,
-    DeadLetter,
+    GiveUp,
     RetryIn,
     RetryPolicy,
     attempts_of,
@@ -82,11 +82,11 @@ def test_retries_wait_longer_each_time_and_the_last_delay_repeats() -> None:
     policy = RetryPolicy(max_attempts=6, delays_ms=(10, 20, 30))
     steps = [policy.after_failure(n) for n in range(1, 7)]
     retries = [RetryIn(10), RetryIn(20), RetryIn(30), RetryIn(30), RetryIn(30)]
-    assert steps == [*retries, DeadLetter(EXHAUSTED)]
+    assert steps == [*retries, GiveUp(EXHAUSTED)]
 
 
 def test_one_attempt_means_no_retry() -> None:
-    assert RetryPolicy(1, (10,)).after_failure(1) == DeadLetter(EXHAUSTED)
+    assert RetryPolicy(1, (10,)).after_failure(1) == GiveUp(EXHAUSTED)
 
 
 def test_attempt_header_survives_only_when_sane() -> None:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import aio_pika
 
+from service.common.outages import Backoff
 from service.db.outbox import OutboxRow
-from service.outages import Backoff
 from service.relay import confirmed_prefix, message_for
 
 

@@ -5,7 +5,7 @@ from service.settings import Settings, SettingsError
 
 def test_defaults_work_with_local_services() -> None:
     settings = Settings.from_env({})
-    assert settings.database_url.startswith("postgresql+asyncpg://")
+    assert settings.database_url.get_secret_value().startswith("postgresql+asyncpg://")
     assert settings.events_exchange == "events"
     assert settings.http_port == 8080
 

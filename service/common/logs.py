@@ -1,10 +1,10 @@
-"""Process-wide logging: one line per event, with the request's correlation id."""
+"""Process-wide logging: one line per event, with the correlation id of the work it belongs to."""
 
 from __future__ import annotations
 
 import logging
 
-from service.api.correlation import CorrelationFilter
+from service.common.context import CorrelationFilter
 
 
 def configure_logging(level: str) -> None:

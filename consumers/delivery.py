@@ -1,0 +1,138 @@
+"""What happens to one message: applied and acked, retried later, or dead-lettered.
+
+    parse ──unreadable──▶ dead-letter queue at once (poison: it can never succeed)
+      │
+    consumer.handle ──ok──▶ ack
+      ├── Unavailable (our PostgreSQL/RabbitMQ is away) ──▶ left unacked; costs no attempt
+      ├── Rejected (refused for good) ──▶ dead-letter queue at once
+      └── anything else ──▶ a copy to the delay queue of this attempt, or, attempts spent,
+                            to the dead-letter queue
+
+A copy is confirmed by the broker before the original is acked: a crash in between leaves two
+copies (the consumers' inbox makes the second harmless), never none. A failed message is never
+requeued at the head of the main queue, so it neither blocks the messages behind it nor spins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from consumers.consumer import Consumer, ConsumerStats
+from consumers.failures import Rejected, Unavailable
+from consumers.messages import PoisonMessage, parse_booking_made
+from consumers.retries import (
+    POISON,
+    REJECTED,
+    GiveUp,
+    RetryPolicy,
+    attempts_of,
+    copy_with,
+    dead_letter_headers,
+    retry_headers,
+)
+from consumers.topology import Topology
+from service.common import timeouts
+from service.common.outages import RABBITMQ, guarded
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a consumer's messages go, and how often they are tried."""
+
+    consumer: Consumer
+    topology: Topology
+    policy: RetryPolicy
+    stats: ConsumerStats
+
+
+class Delivery:
+    """One message received on `channel`, taken from start to its ack."""
+
+    def __init__(
+        self, route: Route, channel: AbstractChannel, message: AbstractIncomingMessage
+    ) -> None:
+        self._route = route
+        self._channel = channel
+        self._message = message
+        self._headers = dict(message.headers)
+        self._attempts = attempts_of(self._headers)  # failed attempts before this one
+        self._name = route.consumer.name
+
+    async def process(self) -> None:
+        """Raises Unavailable when our own PostgreSQL or RabbitMQ is away: the message then
+        stays unacked, and the broker keeps it for when the dependency is back."""
+        try:
+            message_id, event = parse_booking_made(self._message.body, self._message.message_id)
+        except PoisonMessage as poison:
+            log.error(
+                "%s: poison message %s -> dead-letter queue: %s",
+                self._name,
+                self._message.message_id,
+                poison,
+            )
+            await self._dead_letter(self._attempts, POISON, str(poison))
+            return
+        try:
+            applied = await self._route.consumer.handle(message_id, event)
+        except (Unavailable, asyncio.CancelledError):
+            raise
+        except Rejected as rejected:
+            log.error("%s: message %s rejected: %s", self._name, message_id, rejected)
+            await self._dead_letter(self._attempts + 1, REJECTED, str(rejected))
+            return
+        except Exception as error:
+            await self._after_failure(_describe(error))
+            return
+        await guarded(RABBITMQ, self._message.ack())
+        self._route.stats.count_applied(applied)
+
+    async def _after_failure(self, reason: str) -> None:
+        attempts = self._attempts + 1
+        step = self._route.policy.after_failure(attempts)
+        if isinstance(step, GiveUp):
+            log.error(
+                "%s: message %s failed %d times, last: %s -> dead-letter queue",
+                self._name,
+                self._message.message_id,
+                attempts,
+                reason,
+            )
+            await self._dead_letter(attempts, step.failure, reason)
+            return
+        log.warning(
+            "%s: message %s attempt %d/%d failed (%s); retrying in %d ms",
+            self._name,
+            self._message.message_id,
+            attempts,
+            self._route.policy.max_attempts,
+            reason,
+            step.delay_ms,
+        )
+        copy = copy_with(self._message, retry_headers(self._headers, attempts, reason))
+        await self._move(copy, self._route.topology.retry(step.delay_ms))
+        self._route.stats.retried += 1
+
+    async def _dead_letter(self, attempts: int, failure: str, error: str) -> None:
+        headers = dead_letter_headers(self._headers, self._name, attempts, failure, error)
+        await self._move(copy_with(self._message, headers), self._route.topology.dead_letter)
+        self._route.stats.dead_lettered += 1
+
+    async def _move(self, copy: aio_pika.Message, queue: str) -> None:
+        """The copy is confirmed by the broker before the original is acked."""
+        publishing = self._channel.default_exchange.publish(
+            copy, queue, mandatory=True, timeout=timeouts.BROKER_CONFIRM
+        )
+        await guarded(RABBITMQ, publishing)
+        await guarded(RABBITMQ, self._message.ack())
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,123 @@
+"""OutboxRelay: one relay leads and publishes; any others wait as hot standbys.
+
+- The lead is a session advisory lock on the leader's database connection. Standbys try for it
+  every poll interval and take over as soon as the leader's session ends (crash, SIGKILL, killed
+  connection). So two relays never publish the same row in normal operation, and a show's events
+  leave in one process, in id order, which is that show's commit order.
+- The leader is woken by LISTEN/NOTIFY when a booking commits and polls as a fallback.
+- When PostgreSQL or RabbitMQ goes away it backs off (capped, jittered), logs once per state
+  change, and reconnects; the API keeps taking bookings and the backlog drains afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from service.broker import confirmed_channel, declare_events_exchange
+from service.common.outages import (
+    POSTGRESQL,
+    RABBITMQ,
+    Backoff,
+    OutageLog,
+    guarded,
+    run_until_stopped,
+    sleep_unless,
+)
+from service.db.outbox import NOTIFY_CHANNEL, dedicated_connection, try_lead
+from service.relay.publisher import OutboxPublisher
+from service.relay.purge import OutboxPurge
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    def __init__(self, settings: Settings, application_name: str = "tickets-relay") -> None:
+        self._settings = settings
+        self._application_name = application_name
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._outages = OutageLog(log, "relay", "relaying")
+        self._role = ""
+        self.published = 0  # events confirmed by RabbitMQ, for tests and benchmarks
+        self.leading = False
+
+    def stop(self) -> None:
+        """Finish the batch in flight, then return from run()."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Relay (leading or standing by) and purge, side by side, until stopped."""
+        settings = self._settings
+        purge = OutboxPurge(
+            settings.database_url.get_secret_value(),
+            settings.outbox_retention,
+            settings.outbox_purge_interval,
+            self._stopping,
+        )
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(purge.run(), name="outbox-purge")
+            await run_until_stopped(
+                self._lead_and_relay, self._stopping, self._outages, settings.relay_max_backoff
+            )
+
+    async def _lead_and_relay(self, backoff: Backoff) -> None:
+        # The broker first: a relay that cannot reach RabbitMQ does not hold the lead, so a
+        # standby that can reach it takes over.
+        settings = self._settings
+        async with (
+            confirmed_channel(settings.amqp_url.get_secret_value(), self._application_name) as ch,
+            dedicated_connection(
+                settings.database_url.get_secret_value(), self._application_name
+            ) as conn,
+        ):
+            exchange = await guarded(
+                RABBITMQ, declare_events_exchange(ch, settings.events_exchange)
+            )
+            backoff.reset()
+            self._outages.recovered()
+            if not await self._wait_for_lead(conn):
+                return
+            publisher = OutboxPublisher(
+                conn,
+                exchange,
+                settings.relay_batch_size,
+                settings.relay_publish_timeout,
+                self._count_published,
+            )
+            self.leading = True
+            try:
+                await self._relay(conn, publisher)
+            finally:
+                self.leading = False
+
+    async def _relay(self, conn: asyncpg.Connection, publisher: OutboxPublisher) -> None:
+        await guarded(POSTGRESQL, conn.add_listener(NOTIFY_CHANNEL, self._on_notify))
+        while not self._stopping.is_set():
+            self._wake.clear()  # a NOTIFY from here on means: look again
+            if await publisher.until_empty(self._stopping) == 0:
+                await sleep_unless(self._wake, self._settings.relay_poll_interval)
+
+    async def _wait_for_lead(self, conn: asyncpg.Connection) -> bool:
+        while not self._stopping.is_set():
+            if await guarded(POSTGRESQL, try_lead(conn)):
+                self._announce("leading: this relay publishes the outbox")
+                return True
+            self._announce("standby: another relay leads; taking over when its session ends")
+            await sleep_unless(self._stopping, self._settings.relay_poll_interval)
+        return False
+
+    def _announce(self, role: str) -> None:
+        if role != self._role:
+            log.info(role)
+            self._role = role
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    def _count_published(self, count: int) -> None:
+        self.published += count
