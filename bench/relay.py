@@ -5,8 +5,8 @@ raw aio-pika baseline measured in the same run.
 
 Throughput: the relay drains a backlog of N outbox rows (real BookingMade bodies), against a raw
 aio-pika publisher sending N messages of the same size with the same confirms and in-flight depth.
-Latency: bookings commit at a steady rate (one transaction per booking, counter + booking +
-outbox row, as the service writes them); a consumer on a queue bound to the exchange stamps each
+Latency: bookings commit at a steady rate, as the API makes them (the service's coalescer and
+booking transaction); a consumer on a queue bound to the exchange stamps each
 arrival. Commit → delivered is an upper bound of commit → confirmed (it adds the delivery hop).
 The baseline publishes straight to RabbitMQ at the same rate: publish → delivered.
 """
@@ -24,31 +24,27 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import aio_pika
-import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.broker import declare_events_exchange, unrouted_name
-from service.db.engine import asyncpg_dsn, migrate
+from service.coalescer import BookingCoalescer
+from service.db.booking import book_requests
+from service.db.engine import create_engine, migrate, serializable_sessions
 from service.domain import BookingMade, BookingRequest
 from service.relay import OutboxRelay
 from service.settings import Settings
+from tests.support.bookings import booking, new_show
 from tests.support.database import drop_database, new_database_url
 from tests.support.processes import environment, start
 
+Sessions = async_sessionmaker[AsyncSession]
 SHOWS = 10
-BOOK_ONE = """
-WITH counted AS (
-    UPDATE shows SET tickets_booked = tickets_booked + 1 WHERE show_id = $1 RETURNING show_id)
-INSERT INTO bookings (booking_id, show_id, number_of_tickets, customer_email, correlation_id)
-SELECT $2, show_id, 1, 'fan@example.com', 'bench' FROM counted
-"""
-OUTBOX_ROW = """
-INSERT INTO outbox (event_id, routing_key, ordering_key, payload, correlation_id, created_at)
-VALUES ($1, 'BookingMade', $2, $3::jsonb, 'bench', $4)
-"""
+BACKLOG_BATCH = 500  # bookings per transaction while the backlog is filled
 
 
 @dataclasses.dataclass
@@ -78,31 +74,24 @@ def event_body(show_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID, str, datetime]
     return event.event_id, request.booking_id, json.dumps(event.body()), event.published_at
 
 
-async def create_shows(conn: asyncpg.Connection) -> list[uuid.UUID]:
-    shows = [uuid.uuid4() for _ in range(SHOWS)]
-    await conn.executemany(
-        "INSERT INTO shows (show_id, dead_nation_id, number_of_tickets, start_time, title, venue)"
-        " VALUES ($1, $2, 1000000000, now(), 'Bench', 'Hall')",
-        [(s, uuid.uuid4()) for s in shows],
-    )
-    return shows
+async def create_shows(sessions: Sessions) -> list[uuid.UUID]:
+    return [await new_show(sessions, 1_000_000_000) for _ in range(SHOWS)]
 
 
-async def book_one(pool: asyncpg.Pool, show_id: uuid.UUID) -> str:
-    """One booking transaction as the service writes it; returns the booking id."""
-    event_id, booking_id, body, created = event_body(show_id)
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(BOOK_ONE, show_id, booking_id)
-        await conn.execute(OUTBOX_ROW, event_id, show_id, body, created)
-    return str(booking_id)
+async def book_one(booker: BookingCoalescer, show_id: uuid.UUID) -> str:
+    """One booking as the API makes it (coalesced with those at the same moment); returns the
+    booking id once it committed."""
+    request = booking(show_id)
+    await booker.book(request)
+    return str(request.booking_id)
 
 
-async def fill_backlog(conn: asyncpg.Connection, shows: list[uuid.UUID], events: int) -> None:
-    rows = []
-    for n in range(events):
-        event_id, _, body, created = event_body(shows[n % len(shows)])
-        rows.append((event_id, shows[n % len(shows)], body, created))
-    await conn.executemany(OUTBOX_ROW, rows)
+async def fill_backlog(sessions: Sessions, shows: list[uuid.UUID], events: int) -> None:
+    """`events` bookings, and so outbox rows, written by the service's booking transaction."""
+    for first in range(0, events, BACKLOG_BATCH):
+        count = min(BACKLOG_BATCH, events - first)
+        requests = [booking(shows[(first + n) % len(shows)]) for n in range(count)]
+        await book_requests(sessions, requests, max_attempts=50)
 
 
 @asynccontextmanager
@@ -145,7 +134,7 @@ async def raw_publish_rate(exchange: AbstractExchange, events: int, in_flight: i
     return events / (time.perf_counter() - started)
 
 
-async def relay_drain_rate(settings: Settings, db: asyncpg.Connection, events: int) -> float:
+async def relay_drain_rate(settings: Settings, events: int) -> float:
     relay = OutboxRelay(settings)
     started = time.perf_counter()
     task = asyncio.create_task(relay.run())
@@ -192,19 +181,25 @@ async def run(events: int, seconds: float) -> list[tuple[str, str, str, str]]:
         database_url=url, events_exchange=f"bench_events_{run_id}"
     )
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
-    db = await asyncpg.connect(asyncpg_dsn(url))
-    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=4, max_size=8)
+    engine = create_engine(url, pool_size=4)
+    sessions = serializable_sessions(engine)
     rows: list[tuple[str, str, str, str]] = []
     try:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await declare_events_exchange(channel, settings.events_exchange)
-        shows = await create_shows(db)
+        shows = await create_shows(sessions)
+        booker = BookingCoalescer(
+            partial(book_requests, sessions, max_attempts=settings.booking_max_attempts),
+            settings.booking_batch_max,
+            settings.booking_lanes,
+            settings.booking_max_wait,
+        )
         window = 2 * settings.relay_batch_size  # the relay has up to two batches in flight
         async with bench_queue(channel, settings.events_exchange) as arrivals:
             raw = await raw_publish_rate(exchange, events, window)
             await arrivals.wait_for(events)  # the consumer idle again before the relay's turn
-            await fill_backlog(db, shows, events)
-            relay = await relay_drain_rate(settings, db, events)
+            await fill_backlog(sessions, shows, events)
+            relay = await relay_drain_rate(settings, events)
             rows.append(
                 (
                     f"throughput, backlog of {events:,}",
@@ -219,7 +214,7 @@ async def run(events: int, seconds: float) -> list[tuple[str, str, str, str]]:
             async with bench_queue(channel, settings.events_exchange) as arrivals:
                 raw_p = await raw_latency(exchange, arrivals, rate, seconds)
             async with bench_queue(channel, settings.events_exchange) as arrivals:
-                relay_p = await relay_latency(settings, pool, shows, arrivals, rate, seconds)
+                relay_p = await relay_latency(settings, booker, shows, arrivals, rate, seconds)
             rows.append(
                 (
                     f"latency at {rate:,.0f} bookings/s: p50 / p99 / max",
@@ -229,8 +224,7 @@ async def run(events: int, seconds: float) -> list[tuple[str, str, str, str]]:
                 )
             )
     finally:
-        await pool.close()
-        await db.close()
+        await engine.dispose()
         channel = await connection.channel()
         for name in (settings.events_exchange, unrouted_name(settings.events_exchange)):
             await channel.exchange_delete(name)
@@ -262,7 +256,7 @@ async def raw_latency(
 
 async def relay_latency(
     settings: Settings,
-    pool: asyncpg.Pool,
+    booker: BookingCoalescer,
     shows: list[uuid.UUID],
     arrivals: Arrivals,
     rate: float,
@@ -272,13 +266,13 @@ async def relay_latency(
     with tempfile.TemporaryDirectory() as logs:
         relay = await start("relay", ["service", "relay"], environment(settings), Path(logs))
         try:
-            await paced(2, 1, lambda: book_one(pool, shows[0]))  # warm: leading, listening
+            await paced(2, 1, lambda: book_one(booker, shows[0]))  # warm: leading, listening
             await arrivals.wait_for(2)
             arrivals.at.clear()
             arrivals.count = 0
             counter = iter(range(10**9))
             committed = await paced(
-                rate, seconds, lambda: book_one(pool, shows[next(counter) % len(shows)])
+                rate, seconds, lambda: book_one(booker, shows[next(counter) % len(shows)])
             )
             await arrivals.wait_for(len(committed))
         finally:

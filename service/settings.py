@@ -16,7 +16,14 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -109,15 +116,13 @@ class Settings(BaseSettings):
     )
     consumer_queue_prefix: str = setting("", "prefix of consumer queue names")
 
-    @field_validator("database_url")
+    @field_validator("database_url", "amqp_url")
     @classmethod
-    def _postgresql(cls, value: SecretStr) -> SecretStr:
-        return _with_scheme(value, "postgresql")
-
-    @field_validator("amqp_url")
-    @classmethod
-    def _amqp(cls, value: SecretStr) -> SecretStr:
-        return _with_scheme(value, "amqp")
+    def _scheme(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        scheme = URL_SCHEMES[str(info.field_name)]
+        if not value.get_secret_value().startswith(scheme):
+            raise ValueError(f"must be a {scheme}... URL")
+        return value
 
     @field_validator("ticket_provider_url")
     @classmethod
@@ -171,13 +176,8 @@ class Settings(BaseSettings):
         return type(self).model_validate(self.model_dump() | changes)
 
 
-def _with_scheme(value: SecretStr, scheme: str) -> SecretStr:
-    if not value.get_secret_value().startswith(scheme):
-        raise ValueError(f"must be a {scheme}... URL")
-    return value
-
-
-SECRETS = frozenset({"database_url", "amqp_url"})
+URL_SCHEMES = {"database_url": "postgresql", "amqp_url": "amqp"}
+SECRETS = frozenset(URL_SCHEMES)  # URLs carry passwords
 
 
 def mask_password(url: str) -> str:

@@ -1,4 +1,4 @@
-"""BookingMade messages exactly as the relay publishes them (DESIGN.md event contract), for
+"""BookingMade messages exactly as the relay publishes them (the README's event contract), for
 consumer tests that do not run the relay."""
 
 from __future__ import annotations
