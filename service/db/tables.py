@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, Table, Text, Uuid
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    Uuid,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
@@ -31,6 +41,20 @@ bookings = Table(
     Column("customer_email", Text, nullable=False),
     Column("correlation_id", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # 'confirmed' or 'canceled'; canceled_at is set exactly when canceled (migration 0003).
+    Column("status", Text, nullable=False),
+    Column("canceled_at", DateTime(timezone=True), nullable=True),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("fingerprint", Text, nullable=False),  # of the request body the key came with
+    Column("status", SmallInteger, nullable=False),  # the answer given, replayed as it was
+    Column("body", Text, nullable=False),
+    Column("booking_id", Uuid, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 outbox = Table(
@@ -45,4 +69,5 @@ outbox = Table(
     Column("correlation_id", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True), nullable=True),
+    Column("traceparent", Text, nullable=True),  # W3C trace context of the writing request
 )
