@@ -17,7 +17,10 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 
 def _url() -> str:
-    return config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url
+    return (
+        config.get_main_option("sqlalchemy.url")
+        or Settings.from_env().database_url.get_secret_value()
+    )
 
 
 def _run(connection: Connection) -> None:
