@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -35,8 +37,37 @@ def setting(default: Any, doc: str, **checks: Any) -> Any:
     return Field(default, description=doc, **checks)
 
 
+def _comma_separated(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return tuple(int(part) for part in value.split(","))
+        except ValueError:
+            raise ValueError("must be a comma-separated list of integers") from None
+    return value
+
+
+def _delays(value: tuple[int, ...]) -> tuple[int, ...]:
+    if not value or any(not 1 <= delay <= 86_400_000 for delay in value):
+        raise ValueError("must be one or more delays between 1 and 86400000 ms")
+    return value
+
+
+# A bearer token travels in a header: visible ASCII, and long enough not to be guessed.
+_TOKEN = re.compile(r"[\x21-\x7e]{16,512}")
+
+
+def _token(value: SecretStr) -> SecretStr:
+    token = value.get_secret_value()
+    if token and not _TOKEN.fullmatch(token):
+        raise ValueError("must be 16 to 512 visible ASCII characters (no spaces)")
+    return value
+
+
 Seconds = Annotated[float, Field(allow_inf_nan=False)]
-DelaysMs = Annotated[tuple[int, ...], NoDecode]
+DelaysMs = Annotated[
+    tuple[int, ...], NoDecode, BeforeValidator(_comma_separated), AfterValidator(_delays)
+]
+Token = Annotated[SecretStr, AfterValidator(_token)]
 
 
 class Settings(BaseSettings):
@@ -75,6 +106,24 @@ class Settings(BaseSettings):
     )
     booking_max_attempts: int = setting(
         12, "tries of a transaction that lost a serialization race", ge=1, le=100
+    )
+    booking_max_queued: int = setting(
+        1_000,
+        "booking requests one API process lets wait for a transaction; past it, 503 at once",
+        ge=1,
+        le=1_000_000,
+    )
+    http_body_timeout: Seconds = setting(
+        10.0, "seconds a request body may take to arrive; then 408", ge=0.1, le=300
+    )
+    http_idle_timeout: Seconds = setting(
+        15.0,
+        "seconds a connection may stay idle or take to send a request's head; then closed",
+        ge=0.1,
+        le=3_600,
+    )
+    shows_api_token: Token = setting(
+        SecretStr(""), "bearer token `POST /shows` requires; unset: no token needed"
     )
     # The outbox relay
     relay_batch_size: int = setting(
@@ -136,23 +185,6 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
 
-    @field_validator("consumer_retry_delays_ms", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                return tuple(int(part) for part in value.split(","))
-            except ValueError:
-                raise ValueError("must be a comma-separated list of integers") from None
-        return value
-
-    @field_validator("consumer_retry_delays_ms")
-    @classmethod
-    def _delays(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or any(not 1 <= delay <= 86_400_000 for delay in value):
-            raise ValueError("must be one or more delays between 1 and 86400000 ms")
-        return value
-
     @model_validator(mode="after")
     def _workers_need_a_port(self) -> Settings:
         if self.api_workers > 1 and self.http_port == 0:
@@ -177,7 +209,8 @@ class Settings(BaseSettings):
 
 
 URL_SCHEMES = {"database_url": "postgresql", "amqp_url": "amqp"}
-SECRETS = frozenset(URL_SCHEMES)  # URLs carry passwords
+SECRETS = frozenset(URL_SCHEMES)  # URLs carry passwords: told with the password masked
+TOKENS = frozenset({"shows_api_token"})  # never told at all
 
 
 def mask_password(url: str) -> str:
@@ -193,8 +226,10 @@ def _explain(error: ValidationError, given: Mapping[str, str]) -> str:
             continue
         name = str(item["loc"][0])
         raw = given.get(name, "")
-        shown = mask_password(raw) if name in SECRETS else raw
-        problems.append(f"{name.upper()}={shown!r}: {item['msg'].removeprefix('Value error, ')}")
+        shown = repr(mask_password(raw) if name in SECRETS else raw)
+        if name in TOKENS:
+            shown = "<hidden>"
+        problems.append(f"{name.upper()}={shown}: {item['msg'].removeprefix('Value error, ')}")
     return "; ".join(problems)
 
 

@@ -40,7 +40,7 @@ async def test_a_one_behind_a_refused_five_is_booked_in_the_same_batch(
         batches.append([r.number_of_tickets for r in requests])
         return await book_requests(sessions, requests, max_attempts=5)
 
-    coalescer = BookingCoalescer(book, batch_max=100, lanes=1, max_wait=BOUND)
+    coalescer = BookingCoalescer(book, batch_max=100, lanes=1, max_wait=BOUND, max_queued=1000)
     show_id = await new_show(sessions, 4)
     async with asyncio.timeout(BOUND):
         async with show_row_locked(db, show_id):
