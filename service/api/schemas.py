@@ -43,13 +43,23 @@ Text = Annotated[
 ]
 
 
+# asyncpg sends Python's first and last instants as PostgreSQL's -infinity and infinity (and
+# reads them back without a time zone): not a show's start, so they are outside the range too.
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = datetime.max.replace(tzinfo=UTC)
+
+
 def _storable(value: datetime) -> datetime:
-    """PostgreSQL stores an instant: the time must exist in UTC within years 1-9999 (what the
-    driver can send). 9999-12-31T23:00:00-05:00 is in the year 10000 in UTC."""
+    """PostgreSQL stores an instant: the time must exist in UTC within years 1-9999, what the
+    driver can send. 9999-12-31T23:00:00-05:00 is in the year 10000 in UTC."""
     try:
-        value.astimezone(UTC)
+        instant = value.astimezone(UTC)
     except OverflowError:
-        raise ValueError("must lie between years 1 and 9999 in UTC") from None
+        instant = _LAST
+    if not _FIRST < instant < _LAST:
+        raise ValueError(
+            "must lie after 0001-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999Z"
+        )
     return value
 
 
