@@ -92,6 +92,13 @@ class Delivery:
             return
         await guarded(RABBITMQ, self._message.ack())
         self._route.stats.count_applied(applied, event.published_at)
+        log.debug(
+            "%s: %s booking %s (message %s)",
+            self._name,
+            "applied" if applied else "already applied",
+            event.booking_id,
+            message_id,
+        )
 
     async def _after_failure(self, reason: str) -> None:
         attempts = self._attempts + 1

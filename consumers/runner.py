@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # timeout); a lost connection only briefly, since their acks cannot arrive anyway.
 DRAIN_ON_STOP_SECONDS = 30.0
 DRAIN_ON_LOSS_SECONDS = 2.0
-DLQ_MEASURE_SECONDS = 10.0  # how often tickets_consumer_dlq_messages is read
+DLQ_MEASURE_SECONDS = 2.0  # how often tickets_consumer_dlq_messages is read
 
 
 class ConsumerRunner:

@@ -1,4 +1,4 @@
-"""python -m service migrate | api | relay | outbox-status | settings: each process, wired."""
+"""python -m service migrate | api | relay | outbox-status | settings | asyncapi: wiring."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import tempfile
 from functools import partial
 
+from service import asyncapi
 from service.api.serve import serve
 from service.api.workers import run_workers
 from service.common import metrics
@@ -23,6 +24,9 @@ from service.relay import OutboxRelay
 from service.settings import Settings, SettingsError, settings_table
 
 log = logging.getLogger("service")
+COMMANDS = ("migrate", "api", "relay", "outbox-status")
+# Generated documents: the README's table of variables, docs/asyncapi.yaml.
+DOCUMENTS = {"settings": lambda: settings_table() + "\n", "asyncapi": asyncapi.render}
 
 
 def run_api(settings: Settings) -> None:
@@ -76,10 +80,10 @@ def describe_status(status: OutboxStatus) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service")
-    parser.add_argument("command", choices=["migrate", "api", "relay", "outbox-status", "settings"])
+    parser.add_argument("command", choices=[*COMMANDS, *DOCUMENTS])
     args = parser.parse_args(argv)
-    if args.command == "settings":
-        print(settings_table())  # the README's table of variables
+    if args.command in DOCUMENTS:
+        print(DOCUMENTS[args.command](), end="")
         return 0
     try:
         settings = Settings.from_env()
