@@ -58,6 +58,8 @@ class BookingRequest:
     customer_email: str = field(repr=False)
     correlation_id: str
     booking_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # The W3C trace context of the request, carried with its event to the consumers.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

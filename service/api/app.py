@@ -13,11 +13,16 @@ from service.api.auth import requiring_token
 from service.api.correlation import correlation_middleware
 from service.api.docs_page import render_docs_page
 from service.api.errors import error_middleware
+from service.api.observability import (
+    BookingMetrics,
+    observe_middleware,
+    trace_middleware,
+)
 from service.api.openapi import openapi_document
 from service.api.routes import ROUTES, Route
 from service.api.state import BODY_TIMEOUT, BOOKER, DOCS_PAGE, OPENAPI, SESSIONS
 from service.coalescer import Booker, BookingCoalescer, OneTransactionPerRequest
-from service.db.booking import UNOBSERVED, BookingObserver, book_requests
+from service.db.booking import BookingObserver, book_requests
 from service.db.engine import (
     bound_lock_waits,
     create_engine,
@@ -34,13 +39,18 @@ ENGINE = web.AppKey("engine", AsyncEngine)
 
 
 def create_app(
-    settings: Settings, booking_observer: BookingObserver = UNOBSERVED
+    settings: Settings, booking_observer: BookingObserver | None = None
 ) -> web.Application:
     """The API: the routes of routes.py, and their documentation. `booking_observer` hears what
-    every booking transaction meets."""
+    every booking transaction meets (by default the metrics)."""
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
-        middlewares=[correlation_middleware, error_middleware],
+        middlewares=[
+            trace_middleware,
+            correlation_middleware,
+            observe_middleware,
+            error_middleware,
+        ],
         handler_args=connection_limits(settings),
     )
     app[BODY_TIMEOUT] = settings.http_body_timeout
@@ -49,8 +59,9 @@ def create_app(
         _add(app, route, token)
     app[OPENAPI] = openapi_document(ROUTES, token_required=bool(token))
     app[DOCS_PAGE] = render_docs_page(app[OPENAPI])
+    observer = booking_observer if booking_observer is not None else BookingMetrics()
     app.cleanup_ctx.append(partial(_database, settings=settings))
-    app.cleanup_ctx.append(partial(_booker, settings=settings, observer=booking_observer))
+    app.cleanup_ctx.append(partial(_booker, settings=settings, observer=observer))
     return app
 
 

@@ -11,8 +11,10 @@ from sqlalchemy import text
 
 from service.api.correlation import correlation_id_of
 from service.api.errors import error_response
+from service.api.observability import counted_booking
 from service.api.schemas import BookTicketsBody, NewShowBody
 from service.api.state import BOOKER, BOOKING_ID, DOCS_PAGE, OPENAPI, SESSIONS
+from service.common.tracing import current_traceparent
 from service.db import booking, shows
 from service.domain import BookingNotFound, BookingRequest, ShowNotFound
 
@@ -43,19 +45,17 @@ async def post_book_tickets(request: web.Request, body: BookTicketsBody) -> web.
         number_of_tickets=body.number_of_tickets,
         customer_email=str(body.customer_email),
         correlation_id=correlation_id_of(request),
+        traceparent=current_traceparent(),
     )
     request[BOOKING_ID] = wanted.booking_id
-    await request.app[BOOKER].book(wanted)
+    with counted_booking():
+        await request.app[BOOKER].book(wanted)
     return web.json_response({"booking_id": str(wanted.booking_id)}, status=201)
 
 
 async def get_booking(request: web.Request) -> web.Response:
     booking_id = _uuid_in_path(request, "booking_id", BookingNotFound())
     return web.json_response(await booking.get_booking(request.app[SESSIONS], booking_id))
-
-
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
 
 
 async def ready(request: web.Request) -> web.Response:

@@ -26,12 +26,14 @@ from service.api.schemas import (
     BookingCreated,
     BookTicketsBody,
     ErrorBody,
+    Health,
     NewShowBody,
     Show,
     ShowCreated,
     Status,
 )
 from service.api.state import BODY_TIMEOUT
+from service.common import probes
 
 M = TypeVar("M", bound=BaseModel)
 JsonSchema = Mapping[str, Any]
@@ -156,13 +158,26 @@ ROUTES: tuple[Route, ...] = (
         {200: Answer("the booking", Booking), 404: Answer("no such booking (or not a booking id)")},
         uses_database=True,
     ),
-    Route("GET", "/health", handlers.health, "The process runs", {200: Answer("ok", Status)}),
+    Route(
+        "GET",
+        "/health",
+        probes.health,
+        "The process runs",
+        {200: Answer("ok, and which process answered", Health)},
+    ),
     Route(
         "GET",
         "/ready",
         handlers.ready,
         "PostgreSQL answers within 2 s",
         {200: Answer("ready", Status), 503: Answer("PostgreSQL does not answer")},
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        probes.metrics,
+        "Prometheus metrics (with API_WORKERS > 1: every worker's)",
+        {200: Answer("the text exposition format", {"type": "string"}, media_type="text/plain")},
     ),
     Route(
         "GET",

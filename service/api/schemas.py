@@ -137,3 +137,8 @@ class Booking(_Answer):
 
 class Status(_Answer):
     status: str
+
+
+class Health(_Answer):
+    status: str
+    pid: int = Field(description="the process that answered (API_WORKERS > 1: which worker)")

@@ -178,12 +178,13 @@ BOOK = text(
             CAST(:correlation_ids AS text[])
         ) AS booked (booking_id, show_id, tickets, customer_email, correlation_id)
     )
-    INSERT INTO outbox (event_id, routing_key, ordering_key, payload, correlation_id, created_at)
-    SELECT event_id, :routing_key, show_id, payload, correlation_id, :now
+    INSERT INTO outbox
+        (event_id, routing_key, ordering_key, payload, correlation_id, traceparent, created_at)
+    SELECT event_id, :routing_key, show_id, payload, correlation_id, traceparent, :now
     FROM unnest(
         CAST(:event_ids AS uuid[]), CAST(:show_ids AS uuid[]), CAST(:payloads AS jsonb[]),
-        CAST(:correlation_ids AS text[])
-    ) AS event (event_id, show_id, payload, correlation_id)
+        CAST(:correlation_ids AS text[]), CAST(:traceparents AS text[])
+    ) AS event (event_id, show_id, payload, correlation_id, traceparent)
     """
 )
 
@@ -201,6 +202,7 @@ def book_parameters(decision: BatchDecision, now: datetime) -> dict[str, Any]:
         "tickets": [r.number_of_tickets for r in accepted],
         "customer_emails": [r.customer_email for r in accepted],
         "correlation_ids": [r.correlation_id for r in accepted],
+        "traceparents": [r.traceparent for r in accepted],
         "event_ids": [event.event_id for event in events],
         "payloads": [json.dumps(event.body()) for event in events],
         "routing_key": BOOKING_MADE,

@@ -22,6 +22,7 @@ class Call:
     idempotency_key: str | None
     body: dict[str, Any]
     status: int
+    traceparent: str | None = None
 
 
 @dataclass
@@ -46,7 +47,7 @@ class FakeProvider:
         body = await request.json()
         key = request.headers.get("Idempotency-Key")
         status = await self._answer(key, body)
-        self.calls.append(Call(key, body, status))
+        self.calls.append(Call(key, body, status, request.headers.get("traceparent")))
         return web.json_response({"ticket_id": key} if status < 300 else {}, status=status)
 
     async def _answer(self, key: str | None, body: dict[str, Any]) -> int:

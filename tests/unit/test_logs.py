@@ -8,8 +8,7 @@ import logging
 
 from aiohttp.http_exceptions import BadHttpMessage
 
-from service.common.context import CorrelationFilter
-from service.common.logs import ClientProtocolErrors, RedactingFormatter, redact
+from service.common.logs import ClientProtocolErrors, ContextFilter, RedactingFormatter, redact
 from service.db.booking import BookingFailed, error_kind
 from service.db.engine import create_engine
 
@@ -33,8 +32,8 @@ def test_lines_without_them_are_left_alone() -> None:
 def test_a_traceback_is_masked_too() -> None:
     out = io.StringIO()
     handler = logging.StreamHandler(out)
-    handler.addFilter(CorrelationFilter())
-    handler.setFormatter(RedactingFormatter("%(message)s"))
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(RedactingFormatter(logging.Formatter("%(message)s")))
     log = logging.getLogger("test.redaction")
     log.addHandler(handler)
     try:
