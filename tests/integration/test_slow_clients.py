@@ -19,7 +19,7 @@ from service.settings import Settings
 from tests.support.api import Client, show_body
 
 BOUND = 1.0
-WITHIN = 15.0  # a generous ceiling on what must happen after BOUND
+WITHIN = 10.0  # a generous ceiling on what must happen after BOUND
 
 
 @pytest.fixture
