@@ -38,11 +38,24 @@ class ContentionExhausted(DomainError):
     message = "the show is busy, please retry"
 
 
+class TooManyWaiting(DomainError):
+    """This process already has as many booking requests waiting as it may hold."""
+
+    message = "too many bookings waiting, please retry"
+
+
+class ShowConflict(DomainError):
+    """A show with this dead_nation_id exists, with other details: the first one stands."""
+
+    message = "a show with this dead_nation_id exists with other details"
+
+
 @dataclass(frozen=True, slots=True)
 class BookingRequest:
     show_id: uuid.UUID
     number_of_tickets: int
-    customer_email: str
+    # Customer data: kept out of reprs, which end up in logs and error messages.
+    customer_email: str = field(repr=False)
     correlation_id: str
     booking_id: uuid.UUID = field(default_factory=uuid.uuid4)
     # The W3C trace context of the request, carried with its event to the consumers.
@@ -127,7 +140,7 @@ class BookingMade:
     booking_id: uuid.UUID
     show_id: uuid.UUID
     number_of_tickets: int
-    customer_email: str
+    customer_email: str = field(repr=False)  # customer data: not in reprs
 
     @classmethod
     def for_booking(cls, request: BookingRequest, committed_at: datetime) -> BookingMade:

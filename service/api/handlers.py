@@ -1,39 +1,22 @@
-"""Thin handlers: parse, call one operation, answer. Errors go to the one map in errors.py."""
+"""Thin handlers: call one operation, answer. A handler with a body gets it parsed (routes.py
+reads it, bodies.py parses it); errors go to the one map in errors.py."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel
 from sqlalchemy import text
 
 from service.api.correlation import correlation_id_of
-from service.api.errors import InvalidRequest, error_response
+from service.api.errors import error_response
 from service.api.observability import counted_booking
 from service.api.schemas import BookTicketsBody, NewShowBody
-from service.api.state import BOOKER, SESSIONS
+from service.api.state import BOOKER, BOOKING_ID, DOCS_PAGE, OPENAPI, SESSIONS
 from service.common.tracing import current_traceparent
 from service.db import booking, shows
 from service.domain import BookingNotFound, BookingRequest, ShowNotFound
-
-M = TypeVar("M", bound=BaseModel)
-
-
-async def _parse(request: web.Request, model: type[M]) -> M:
-    if request.content_type != "application/json":
-        raise InvalidRequest("Content-Type must be application/json")
-    raw = await request.read()  # raises 413 past the app's client_max_size
-    try:
-        body: Any = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidRequest("body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object")
-    return model.model_validate_json(raw)
 
 
 def _uuid_in_path(request: web.Request, name: str, not_found: Exception) -> uuid.UUID:
@@ -43,8 +26,7 @@ def _uuid_in_path(request: web.Request, name: str, not_found: Exception) -> uuid
         raise not_found from None
 
 
-async def post_show(request: web.Request) -> web.Response:
-    body = await _parse(request, NewShowBody)
+async def post_show(request: web.Request, body: NewShowBody) -> web.Response:
     show = shows.NewShow(
         body.dead_nation_id, body.number_of_tickets, body.start_time, body.title, body.venue
     )
@@ -57,8 +39,7 @@ async def get_show(request: web.Request) -> web.Response:
     return web.json_response(await shows.get_show(request.app[SESSIONS], show_id))
 
 
-async def post_book_tickets(request: web.Request) -> web.Response:
-    body = await _parse(request, BookTicketsBody)
+async def post_book_tickets(request: web.Request, body: BookTicketsBody) -> web.Response:
     wanted = BookingRequest(
         show_id=body.show_id,
         number_of_tickets=body.number_of_tickets,
@@ -66,6 +47,7 @@ async def post_book_tickets(request: web.Request) -> web.Response:
         correlation_id=correlation_id_of(request),
         traceparent=current_traceparent(),
     )
+    request[BOOKING_ID] = wanted.booking_id
     with counted_booking():
         await request.app[BOOKER].book(wanted)
     return web.json_response({"booking_id": str(wanted.booking_id)}, status=201)
@@ -83,3 +65,11 @@ async def ready(request: web.Request) -> web.Response:
     except Exception as error:  # any failure to answer means not ready
         return error_response(503, f"database unavailable: {type(error).__name__}")
     return web.json_response({"status": "ready"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
+
+
+async def docs(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[DOCS_PAGE], content_type="text/html")
