@@ -20,7 +20,7 @@ from tests.support.waiting import until
 
 @pytest.fixture
 async def connection(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
-    connection = await aio_pika.connect_robust(settings.amqp_url)
+    connection = await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
     async with connection:
         yield connection
 
