@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from service.common.outages import POSTGRESQL, Unavailable, guarded, sleep_unless
+from service.common.outages import Unavailable, guarded, postgresql_on, sleep_unless
 from service.db.outbox import dedicated_connection, purge_published
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class OutboxPurge:
         async with dedicated_connection(self._database_url, "tickets-purge") as conn:
             while not self._stopping.is_set():
                 purged = await guarded(
-                    POSTGRESQL, purge_published(conn, self._retention, PURGE_BATCH)
+                    postgresql_on(conn), purge_published(conn, self._retention, PURGE_BATCH)
                 )
                 total += purged
                 if purged < PURGE_BATCH:
