@@ -12,10 +12,12 @@ lane carries many shows: on a hot show its batches are that show's buyers; sprea
 shows, one transaction books requests for several shows at once. Lanes run side by side.
 
 Bounds: a batch takes at most `batch_max` requests; a request waits at most `max_wait` for its
-turn, then is answered "busy" without having been booked (its transaction's own waits are bounded
-by retries and the connection's lock_timeout); at most `max_queued` requests wait at once in a
-process, and one more is refused at once (TooManyWaiting) rather than held in memory without
-bound. A failed transaction fails only its own batch.
+turn, then is answered "busy" without having been booked; in a batch, it has its answer by
+`max_wait` + `answer_grace` after it came (its transaction bounds its own time, see
+service/db/lost_commit.py; past that the booking may exist: OutcomeUnknown); at most
+`max_queued` requests wait at once in a process, and one more is refused at once
+(TooManyWaiting) rather than held in memory without bound. A failed transaction fails only
+its own batch.
 The database stays the source of truth: several processes coalescing on their own are still
 correct, they merely contend with each other (and retry) like single requests would.
 """
@@ -30,11 +32,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from service.common import timeouts
 from service.domain import (
     BatchDecision,
     BookingRequest,
     ContentionExhausted,
     NotEnoughSeats,
+    OutcomeUnknown,
     ShowNotFound,
     TooManyWaiting,
 )
@@ -95,10 +99,12 @@ class BookingCoalescer:
         lanes: int,
         max_wait: float,
         max_queued: int,
+        answer_grace: float = timeouts.ANSWER_GRACE,
     ) -> None:
         self._book_requests = book_requests
         self._batch_max = batch_max
         self._max_wait = max_wait
+        self._answer_grace = answer_grace
         self._max_queued = max_queued
         self._lanes = [_Lane() for _ in range(lanes)]
         self._queued = 0  # entries in every lane's `waiting`, withdrawn ones until popped
@@ -121,7 +127,7 @@ class BookingCoalescer:
         except TimeoutError:
             if pending.in_batch:
                 # Too late to withdraw: its transaction runs, and its outcome is the answer.
-                await pending.answer
+                await self._outcome(pending)
                 return
             pending.answer.cancel()  # never booked: the lane skips it
             raise ContentionExhausted() from None
@@ -132,6 +138,15 @@ class BookingCoalescer:
             if not pending.in_batch:
                 pending.answer.cancel()
             raise
+
+    async def _outcome(self, pending: _Pending) -> None:
+        """The batch's answer, if it comes within the grace: a transaction bounds its own time,
+        so this only ends a wait that was already long (in the queue, then in the batch)."""
+        try:
+            async with asyncio.timeout(self._answer_grace):
+                await asyncio.shield(pending.answer)
+        except TimeoutError:
+            raise OutcomeUnknown() from None
 
     def queued(self, show_id: uuid.UUID) -> int:
         """Requests waiting in this show's lane, not yet in a batch (for tests and metrics)."""

@@ -44,6 +44,13 @@ class TooManyWaiting(DomainError):
     message = "too many bookings waiting, please retry"
 
 
+class OutcomeUnknown(DomainError):
+    """The database stopped answering while a booking was being committed, and could not be
+    asked afterwards whether it was: the booking may exist. Never told as "please retry"."""
+
+    message = "the database stopped answering while this booking was being made: it may exist"
+
+
 class ShowConflict(DomainError):
     """A show with this dead_nation_id exists, with other details: the first one stands."""
 
