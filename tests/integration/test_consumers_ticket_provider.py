@@ -56,7 +56,7 @@ async def test_a_flaky_provider_gets_every_booking_exactly_once(
     async with serving(provider):
         settings = fast(
             settings,
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}flaky.",
+            events_exchange=f"{settings.events_exchange}.flaky",
             ticket_provider_url=provider.url,
             ticket_provider_timeout=0.3,
             consumer_max_attempts=20,  # 0.4 ** 20: no booking should run out of attempts
@@ -100,7 +100,7 @@ async def test_a_failing_booking_is_dead_lettered_while_the_others_flow_then_red
     async with serving(provider):
         settings = fast(
             settings,
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}attempts.",
+            events_exchange=f"{settings.events_exchange}.attempts",
             ticket_provider_url=provider.url,
             consumer_retry_delays_ms=(100, 200, 400),
             consumer_max_attempts=4,
@@ -160,7 +160,7 @@ async def test_a_refused_booking_goes_to_the_dead_letter_queue_at_once(
     async with serving(provider):
         settings = fast(
             settings,
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}refused.",
+            events_exchange=f"{settings.events_exchange}.refused",
             ticket_provider_url=provider.url,
         )
         async with consumer_queues(settings, NAME) as (queues,):
@@ -197,7 +197,7 @@ async def test_a_stop_lets_the_calls_in_flight_finish(
     async with serving(provider):
         settings = fast(
             settings,
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}stop.",
+            events_exchange=f"{settings.events_exchange}.stop",
             ticket_provider_url=provider.url,
             ticket_provider_timeout=5.0,
         )
