@@ -1,0 +1,111 @@
+"""A COMMIT whose answer is lost, and a connection lost before it: the API finds out what
+happened and answers truthfully (through the PostgreSQL proxy of tests/support/proxy.py).
+
+- the answer to a COMMIT cut (the server committed): 201, the booking exists, once;
+- the connection cut as the COMMIT leaves (the server rolled back): the batch runs again on a
+  fresh connection, 201, one booking;
+- many COMMIT answers lost under concurrent requests: no 5xx for a booking that was made, every
+  201 is a booking, and the table agrees with the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy.engine import make_url
+
+from service.api import create_app
+from service.settings import Settings
+from tests.support.api import booking_body, create_show
+from tests.support.invariants import assert_show_consistent
+from tests.support.proxy import PostgresProxy, pg_proxy_to
+
+Client = TestClient[web.Request, web.Application]
+
+
+@pytest.fixture
+async def proxy(database_url: str) -> AsyncIterator[PostgresProxy]:
+    url = make_url(database_url)
+    async with pg_proxy_to(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+async def client(settings: Settings, proxy: PostgresProxy) -> AsyncIterator[Client]:
+    """The API with its database behind the proxy."""
+    url = make_url(settings.database_url.get_secret_value()).set(port=proxy.port)
+    proxied = settings.replaced(database_url=url.render_as_string(hide_password=False))
+    async with TestClient(TestServer(create_app(proxied))) as client:
+        yield client
+
+
+async def book(client: Client, show_id: str) -> tuple[int, dict[str, str]]:
+    response = await client.post("/book-tickets", json=booking_body(show_id, 1))
+    return response.status, await response.json()
+
+
+async def bookings_of(db: asyncpg.Connection, show_id: str) -> set[str]:
+    rows = await db.fetch("SELECT booking_id FROM bookings WHERE show_id = $1", uuid.UUID(show_id))
+    return {str(row["booking_id"]) for row in rows}
+
+
+async def test_a_commit_whose_answer_is_lost_is_a_201_for_the_booking_it_made(
+    client: Client, proxy: PostgresProxy, db: asyncpg.Connection
+) -> None:
+    show_id = await create_show(client, 10)
+    proxy.cut_after_commit()
+    status, body = await book(client, show_id)
+    assert (proxy.seen.commits_cut, status) == (1, 201), body
+    assert await bookings_of(db, show_id) == {body["booking_id"]}
+    assert await assert_show_consistent(db, show_id) == 1
+    # What it took: the lookup's fence on the show, then the booking ids.
+    assert any("FOR SHARE" in sql for sql in proxy.seen.statements)
+
+
+async def test_a_connection_lost_before_its_commit_is_booked_again_on_a_fresh_one(
+    client: Client, proxy: PostgresProxy, db: asyncpg.Connection
+) -> None:
+    show_id = await create_show(client, 10)
+    proxy.cut_before_commit()  # the server rolls the transaction back
+    status, body = await book(client, show_id)
+    assert (proxy.seen.commits_cut, status) == (1, 201), body
+    assert await bookings_of(db, show_id) == {body["booking_id"]}
+    assert await assert_show_consistent(db, show_id) == 1
+
+
+async def test_lost_commit_answers_under_load_never_deny_a_booking_that_was_made(
+    client: Client, proxy: PostgresProxy, db: asyncpg.Connection
+) -> None:
+    shows = [await create_show(client, 1_000) for _ in range(4)]
+    proxy.cut_after_commit(times=8)
+    answers = await asyncio.gather(*(book(client, shows[n % 4]) for n in range(160)))
+    statuses = Counter(status for status, _ in answers)
+    assert proxy.seen.commits_cut == 8
+    assert set(statuses) == {201}, statuses  # every lost COMMIT had committed: all found
+    made = set().union(*[await bookings_of(db, show_id) for show_id in shows])
+    assert made == {body["booking_id"] for _, body in answers}
+    for show_id in shows:
+        await assert_show_consistent(db, show_id)
+
+
+async def test_lost_connections_before_commits_under_load_book_each_request_once(
+    client: Client, proxy: PostgresProxy, db: asyncpg.Connection
+) -> None:
+    shows = [await create_show(client, 1_000) for _ in range(4)]
+    proxy.cut_before_commit(times=8)
+    answers = await asyncio.gather(*(book(client, shows[n % 4]) for n in range(160)))
+    statuses = Counter(status for status, _ in answers)
+    assert proxy.seen.commits_cut == 8
+    assert set(statuses) == {201}, statuses  # rolled back, then booked on a fresh connection
+    made = set().union(*[await bookings_of(db, show_id) for show_id in shows])
+    assert made == {body["booking_id"] for _, body in answers}
+    assert len(made) == 160
+    for show_id in shows:
+        await assert_show_consistent(db, show_id)
