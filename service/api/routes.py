@@ -101,6 +101,13 @@ BUSY = Answer(
     headers=(RETRY_AFTER,),
 )
 
+BOOKING_UNAVAILABLE = Answer(
+    BUSY.description + "; or, when the error names a booking id, the database stopped answering"
+    " while that booking was committed and could not be asked since: it may exist, and GET"
+    " /bookings/{booking_id} tells (booking again could book twice)",
+    headers=(RETRY_AFTER,),
+)
+
 SHOW_LINKS = (
     Link("GetShow", "GET /shows/{show_id}", {"show_id": "$response.body#/show_id"}),
     Link("BookTickets", "POST /book-tickets", body={"show_id": "$response.body#/show_id"}),
@@ -145,7 +152,7 @@ ROUTES: tuple[Route, ...] = (
             201: Answer("booked", BookingCreated, links=BOOKING_LINKS),
             400: Answer('invalid body, or {"error": "not enough seats available"}'),
             404: SHOW_NOT_FOUND,
-            503: BUSY,
+            503: BOOKING_UNAVAILABLE,
         },
         body=BookTicketsBody,
         uses_database=True,

@@ -84,6 +84,7 @@ async def supervise(
                 return crashes
             assert child.process.returncode == 70, child.output()
             crashes += 1
+            assert crashes <= LIMIT + 2, "still crashing: the delivery limit let it through"
 
 
 async def applied_or_died(child: Child, db: asyncpg.Connection, done_at: int) -> bool:

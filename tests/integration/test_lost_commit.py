@@ -5,7 +5,9 @@ happened and answers truthfully (through the PostgreSQL proxy of tests/support/p
 - the connection cut as the COMMIT leaves (the server rolled back): the batch runs again on a
   fresh connection, 201, one booking;
 - many COMMIT answers lost under concurrent requests: no 5xx for a booking that was made, every
-  201 is a booking, and the table agrees with the outbox.
+  201 is a booking, and the table agrees with the outbox;
+- a COMMIT answer lost and the database unreachable since: 503 that names the booking and says
+  it may exist (never "retry"); once the database is back, GET /bookings/{id} finds it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from service.api import create_app
 from service.settings import Settings
 from tests.support.api import booking_body, create_show
 from tests.support.invariants import assert_show_consistent
-from tests.support.proxy import PostgresProxy, pg_proxy_to
+from tests.support.proxy import Link, PostgresProxy, pg_proxy_to
 
 Client = TestClient[web.Request, web.Application]
 
@@ -109,3 +111,46 @@ async def test_lost_connections_before_commits_under_load_book_each_request_once
     assert len(made) == 160
     for show_id in shows:
         await assert_show_consistent(db, show_id)
+
+
+class GoneAfterCommit(PostgresProxy):
+    """Loses the answer to the next COMMIT, and from that moment refuses new connections: the
+    database is unreachable before anyone can ask it what happened."""
+
+    refused_once = False
+
+    def _answer(self, link: Link, data: bytes) -> bytes:
+        forwarded = super()._answer(link, data)
+        if self.seen.commits_cut and not self.refused_once:
+            self.refused_once = True
+            self.refuse()
+        return forwarded
+
+
+async def test_a_lost_commit_that_cannot_be_looked_up_is_unknown_never_retry(
+    settings: Settings, database_url: str, db: asyncpg.Connection
+) -> None:
+    url = make_url(database_url)
+    proxy = GoneAfterCommit(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    proxied = settings.replaced(
+        database_url=url.set(port=proxy.port).render_as_string(hide_password=False)
+    )
+    try:
+        async with TestClient(TestServer(create_app(proxied))) as client:
+            show_id = await create_show(client, 10)
+            proxy.cut_after_commit()
+            response = await client.post("/book-tickets", json=booking_body(show_id, 1))
+            body = await response.json()
+            assert proxy.seen.commits_cut == 1
+            (made,) = await bookings_of(db, show_id)  # it committed
+            assert response.status == 503
+            assert body == {
+                "error": "the database stopped answering while this booking was being made: it"
+                f" may exist; GET /bookings/{made} tells whether booking {made} was made"
+            }
+            proxy.heal()
+            found = await client.get(f"/bookings/{made}")
+            assert found.status == 200
+    finally:
+        await proxy.close()

@@ -14,6 +14,7 @@ from service.domain import (
     Capacity,
     ContentionExhausted,
     NotEnoughSeats,
+    OutcomeUnknown,
     ShowNotFound,
     TooManyWaiting,
     decide_for_shows,
@@ -220,3 +221,21 @@ async def test_one_transaction_per_request_bounds_requests_in_flight() -> None:
         await running
         await booker.book(req(3))
         assert fake.sizes() == [[1], [3]]
+
+
+async def test_a_batch_that_does_not_answer_in_time_leaves_its_requests_unknown_not_hanging() -> (
+    None
+):
+    async with asyncio.timeout(BOUND):
+        fake = FakeTransactions({SHOW: Capacity(100, 0)})
+        coalescer = BookingCoalescer(
+            fake.book, batch_max=100, lanes=1, max_wait=0.05, max_queued=1000, answer_grace=0.1
+        )
+        held = req(1)
+        # Its transaction hangs (a database on a dead path): the request was in a batch, so it
+        # may be booked; after max_wait and the grace it is told so, never "busy, retry".
+        with pytest.raises(OutcomeUnknown):
+            await (await first_batch_blocked(coalescer, fake, held))
+        fake.gate.set()
+        await coalescer.close()
+        assert fake.booked(held)
