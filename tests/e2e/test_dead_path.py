@@ -4,7 +4,8 @@ one of two API processes and the leading one of two relays, during steady bookin
     API a ──proxy──┐                  relay 1 (leads) ──proxy──┐
     API b ─────────┴── PostgreSQL     relay 2 (standby) ───────┴── PostgreSQL
 
-While the path is dead:
+The path dies right before one of API a's COMMITs, its transaction left open on the server
+with its show's row locked. While the path is dead:
 - every request to API a is answered within BOOKING_MAX_WAIT + 5 s (and a little), with 503;
   its /ready says 503 within 5 s;
 - API b keeps answering 201: no row lock of API a's vanished sessions is held hostage (they
@@ -40,7 +41,7 @@ from tests.support.invariants import database_problems
 from tests.support.load import SteadyLoad, poster
 from tests.support.metrics import sample
 from tests.support.processes import Child, environment, start, wait_until_ready
-from tests.support.proxy import PostgresProxy, pg_proxy_to
+from tests.support.proxy import Mode, PostgresProxy, pg_proxy_to
 from tests.support.waiting import until
 
 MAX_WAIT = 5.0  # BOOKING_MAX_WAIT, the default
@@ -164,8 +165,12 @@ async def run_the_outage(
                 apis = {name: poster(http, base[name]) for name in base}
                 async with SteadyLoad(apis, shows, clients=5) as load:
                     await until(lambda: _answered(load, 200), within=20)
-                    died = loop.time()
-                    proxy.blackhole()
+                    # The path dies between a booking's last statement and its COMMIT: API a's
+                    # transaction stays open on the server, holding its show's row.
+                    proxy.blackhole_at_commit(application_name="tickets")
+                    await until(lambda: _dead(proxy), within=10, every=0.01)
+                    assert proxy.blackholed_at is not None
+                    died = proxy.blackholed_at
                     status, took = await ready_within(http, f"{base['a']}/ready")
                     assert (status, took < 3.0) == (503, True), took
                     await asyncio.sleep(DEAD_FOR - (loop.time() - died))
@@ -210,7 +215,8 @@ async def run_the_outage(
         await conn.close()
     print(
         f"\ndead path for {healed - died:.1f} s: API a {dict(load.statuses(during))}, slowest"
-        f" {slowest:.2f} s; API b {dict(load.statuses(healthy))}; relay 1 stepped down after"
+        f" {slowest:.2f} s; API b {dict(load.statuses(healthy))}, slowest"
+        f" {max(a.took for a in healthy):.2f} s; relay 1 stepped down after"
         f" {old_stepped_down - died:.2f} s, relay 2 led after {new_leader - died:.2f} s; API a"
         f" booked again {back - healed:.2f} s and relay 1 stood by again"
         f" {rejoined - healed:.2f} s after the path came back"
@@ -219,6 +225,10 @@ async def run_the_outage(
 
 async def _is(leadership: Leadership, name: str, leading: bool) -> bool:
     return leadership.now.get(name) is leading
+
+
+async def _dead(proxy: PostgresProxy) -> bool:
+    return proxy.mode is Mode.BLACKHOLE
 
 
 async def _ready(http: aiohttp.ClientSession, port: int) -> bool:

@@ -8,6 +8,7 @@ import asyncio
 import socket
 from pathlib import Path
 
+import aio_pika
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -133,3 +134,27 @@ async def test_the_api_starts_without_its_database_and_says_so(
     output = child.output()
     assert f"{refused(port).removeprefix('error: ')}; the API answers 503" in output
     assert "Traceback" not in output
+
+
+async def test_a_classic_queue_of_an_older_version_stops_the_consumers_with_one_line(
+    settings: Settings, tmp_path: Path
+) -> None:
+    own = settings.replaced(events_exchange=f"{settings.events_exchange}.older")
+    old_queue = f"{own.events_exchange}.show_sales"
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(old_queue, durable=True)  # classic, as before quorum queues
+        try:
+            env = environment(own, LOG_FORMAT="text")
+            child = await start("consumers", ["consumers", "run", "show_sales"], env, tmp_path)
+            code, lines = await finished(child)
+        finally:
+            await channel.queue_delete(old_queue)
+            await channel.exchange_delete(own.events_exchange)
+            await channel.queue_delete(f"{own.events_exchange}.unrouted")
+            await channel.exchange_delete(f"{own.events_exchange}.unrouted")
+    assert code == 1
+    assert lines[-1].startswith(f"error: RabbitMQ refused to declare queue '{old_queue}'")
+    assert "Moving an existing deployment to quorum queues" in lines[-1]
+    assert "Traceback" not in child.output()
