@@ -6,12 +6,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.domain import BookingMade
+from service.domain import BookingEvent
 
 
 class Consumer(Protocol):
-    """One downstream effect of BookingMade. The runner owns delivery; the consumer owns the
-    effect and its deduplication."""
+    """One downstream effect of a booking's events (BookingMade, BookingCanceled). The runner
+    owns delivery; the consumer owns the effect and its deduplication."""
 
     @property
     def name(self) -> str: ...
@@ -19,7 +19,7 @@ class Consumer(Protocol):
     async def check(self) -> None:
         """Raise Unavailable while a dependency (the database) is away."""
 
-    async def handle(self, message_id: uuid.UUID, event: BookingMade) -> bool:
+    async def handle(self, message_id: uuid.UUID, event: BookingEvent) -> bool:
         """Apply the event once; False if this message_id was applied before.
 
         Raise Unavailable (our infrastructure is away), Rejected (never retry) or anything else

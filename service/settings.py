@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     booking_max_attempts: int = setting(
         12, "tries of a transaction that lost a serialization race", ge=1, le=100
     )
+    idempotency_key_ttl: Seconds = setting(
+        86_400.0,
+        "seconds an `Idempotency-Key` and its answer are kept (then purged by the relay)",
+        ge=1,
+        le=3.2e8,
+    )
     # The outbox relay
     relay_batch_size: int = setting(
         500, "outbox rows the relay reads and publishes per batch", ge=1, le=10_000
@@ -93,7 +99,10 @@ class Settings(BaseSettings):
         86_400.0, "seconds a published outbox row is kept before it is purged", ge=0, le=3.2e8
     )
     outbox_purge_interval: Seconds = setting(
-        60.0, "seconds between purge rounds", ge=0.1, le=86_400
+        60.0,
+        "seconds between purge rounds (published outbox rows, expired idempotency keys)",
+        ge=0.1,
+        le=86_400,
     )
     # The consumers
     ticket_provider_url: str = setting(

@@ -10,17 +10,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from service.api import handlers
 from service.api.correlation import correlation_middleware
-from service.api.errors import error_middleware
+from service.api.errors import answer_for, error_middleware
 from service.api.state import BOOKER, SESSIONS
 from service.coalescer import Booker, BookingCoalescer, OneTransactionPerRequest
-from service.db.booking import UNOBSERVED, BookingObserver, book_requests
+from service.db.booking import UNOBSERVED, BookingObserver, KeyRules, book_requests
 from service.db.engine import (
     bound_lock_waits,
     create_engine,
     refuse_closed_connections,
     serializable_sessions,
 )
-from service.domain import BatchDecision, BookingRequest
+from service.domain import BatchDecision, Request
 from service.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024
@@ -41,6 +41,7 @@ def create_app(
     app.router.add_get("/shows/{show_id}", handlers.get_show)
     app.router.add_post("/book-tickets", handlers.post_book_tickets)
     app.router.add_get("/bookings/{booking_id}", handlers.get_booking)
+    app.router.add_delete("/bookings/{booking_id}", handlers.delete_booking)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/ready", handlers.ready)
     return app
@@ -60,12 +61,14 @@ async def _database(app: web.Application, settings: Settings) -> AsyncIterator[N
 async def _booker(
     app: web.Application, settings: Settings, observer: BookingObserver
 ) -> AsyncIterator[None]:
-    """Bookings go through a coalescer (or, with coalescing off, one transaction each)."""
+    """Bookings and cancellations go through a coalescer (or, with coalescing off, one
+    transaction each). A keyed request's answer is stored as the error map renders it."""
     booking_sessions = serializable_sessions(app[ENGINE])
+    keys = KeyRules(answer_for, settings.idempotency_key_ttl)
 
-    async def book(requests: list[BookingRequest]) -> BatchDecision:
+    async def book(requests: list[Request]) -> BatchDecision:
         return await book_requests(
-            booking_sessions, requests, settings.booking_max_attempts, observer
+            booking_sessions, requests, settings.booking_max_attempts, observer, keys
         )
 
     booker: Booker = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Annotated
 from uuid import UUID
 
@@ -28,3 +30,9 @@ class BookTicketsBody(_Strict):
     number_of_tickets: int = Field(ge=1, le=MAX_INT)
     # email-validator also enforces the 254-character limit of a deliverable address.
     customer_email: EmailStr
+
+    def fingerprint(self) -> str:
+        """The request as parsed, not as sent: bodies that differ only in key order, spacing
+        or unknown fields are one request to an Idempotency-Key."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()

@@ -28,7 +28,7 @@ from service.common.outages import (
 )
 from service.db.outbox import NOTIFY_CHANNEL, dedicated_connection, try_lead
 from service.relay.publisher import OutboxPublisher
-from service.relay.purge import OutboxPurge
+from service.relay.purge import Purge, retentions
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,14 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay (leading or standing by) and purge, side by side, until stopped."""
         settings = self._settings
-        purge = OutboxPurge(
+        purge = Purge(
             settings.database_url.get_secret_value(),
-            settings.outbox_retention,
+            retentions(settings.outbox_retention, settings.idempotency_key_ttl),
             settings.outbox_purge_interval,
             self._stopping,
         )
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(purge.run(), name="outbox-purge")
+            tasks.create_task(purge.run(), name="purge")
             await run_until_stopped(
                 self._lead_and_relay, self._stopping, self._outages, settings.relay_max_backoff
             )
