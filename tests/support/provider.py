@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +45,8 @@ class FakeProvider:
     bookings_made: dict[str, int] = field(default_factory=dict)  # key -> tickets created
     live: dict[str, dict[str, Any]] = field(default_factory=dict)  # booking id -> its ticket
     deletes: dict[str, int] = field(default_factory=dict)  # DELETE key -> its first answer
+    # Runs when a POST arrives, before it books: a test can make things happen meanwhile.
+    before_booking: Callable[[str], Awaitable[None]] | None = None
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -87,6 +89,8 @@ class FakeProvider:
         if roll < self.failure_rate:
             return 500
         repeat = key in self.booked
+        if not repeat and self.before_booking is not None:
+            await self.before_booking(booking_id)
         if not repeat:
             self.booked[key] = body
             self.bookings_made[key] = self.bookings_made.get(key, 0) + 1
