@@ -13,6 +13,8 @@ from consumers import dlq, show_sales
 from consumers.bootstrap import NAMES, consumer_runners, run_until, selected, topology
 from service.common.logs import configure_logging
 from service.common.outages import Unavailable, is_broker_outage, is_database_outage
+from service.common.probes import ProbeServer
+from service.common.tracing import configure_tracing
 from service.db.engine import create_engine
 from service.settings import Settings, SettingsError
 
@@ -24,9 +26,17 @@ async def run(settings: Settings, names: Sequence[str]) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    configure_tracing("tickets-consumers", settings.otel_exporter_otlp_endpoint)
     log.info("consumers starting: %s (exchange %r)", ", ".join(names), settings.events_exchange)
     async with consumer_runners(settings, names) as runners:
-        await run_until(runners, stopping)
+
+        async def consuming() -> str | None:
+            waiting = [runner.name for runner in runners if not runner.consuming.is_set()]
+            return f"not consuming: {', '.join(waiting)}" if waiting else None
+
+        port = settings.consumers_http_port
+        async with ProbeServer(settings.http_host, port, consuming):
+            await run_until(runners, stopping)
     log.info("consumers stopped")
 
 
@@ -75,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         if args.command == "run":
             asyncio.run(run(settings, selected(settings, args.name)))
         elif args.command == "dlq" and args.action == "list":

@@ -92,7 +92,14 @@ class Delivery:
             await self._after_failure(_describe(error))
             return
         await guarded(RABBITMQ, self._message.ack())
-        self._route.stats.count_applied(applied)
+        self._route.stats.count_applied(applied, event.published_at)
+        log.debug(
+            "%s: %s booking %s (message %s)",
+            self._name,
+            "applied" if applied else "already applied",
+            event.booking_id,
+            message_id,
+        )
 
     async def _after_failure(self, reason: str) -> None:
         attempts = self._attempts + 1
@@ -118,12 +125,12 @@ class Delivery:
         )
         copy = copy_with(self._message, retry_headers(self._headers, attempts, reason))
         await self._move(copy, self._route.topology.retry(step.delay_ms))
-        self._route.stats.retried += 1
+        self._route.stats.count_retried()
 
     async def _dead_letter(self, attempts: int, failure: str, error: str) -> None:
         headers = dead_letter_headers(self._headers, self._name, attempts, failure, error)
         await self._move(copy_with(self._message, headers), self._route.topology.dead_letter)
-        self._route.stats.dead_lettered += 1
+        self._route.stats.count_dead_lettered()
 
     async def _move(self, copy: aio_pika.Message, queue: str) -> None:
         """The copy is confirmed by the broker before the original is acked."""

@@ -22,7 +22,7 @@ from consumers.failures import Unavailable
 from consumers.retries import RetryPolicy
 from consumers.topology import Topology, declare
 from service.broker import confirmed_channel
-from service.common import context, timeouts
+from service.common import context, metrics, timeouts
 from service.common.outages import (
     BROKER_ERRORS,
     RABBITMQ,
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # timeout); a lost connection only briefly, since their acks cannot arrive anyway.
 DRAIN_ON_STOP_SECONDS = 30.0
 DRAIN_ON_LOSS_SECONDS = 2.0
+DLQ_MEASURE_SECONDS = 2.0  # how often tickets_consumer_dlq_messages is read
 
 
 class ConsumerRunner:
@@ -48,7 +49,8 @@ class ConsumerRunner:
         self.topology = Topology.of(
             settings.consumer_queue_prefix, consumer.name, settings.consumer_retry_delays_ms
         )
-        self.stats = ConsumerStats()
+        self.stats = ConsumerStats(consumer.name)
+        self._dead_letters = metrics.CONSUMER_DLQ.labels(consumer.name)
         policy = RetryPolicy(settings.consumer_max_attempts, settings.consumer_retry_delays_ms)
         self._route = Route(consumer, self.topology, policy, self.stats)
         self._stopping = asyncio.Event()
@@ -87,7 +89,7 @@ class ConsumerRunner:
             tag = await guarded(RABBITMQ, queue.consume(deliver))
             self._started_consuming(backoff)
             try:
-                await _first(self._stopping, lost.event)
+                await self._watch(channel, lost)
             finally:
                 self.consuming.clear()
             with contextlib.suppress(*BROKER_ERRORS):
@@ -96,6 +98,21 @@ class ConsumerRunner:
             await self._drain(DRAIN_ON_LOSS_SECONDS if lost.error else DRAIN_ON_STOP_SECONDS)
             if lost.error:
                 raise lost.error
+
+    async def _watch(self, channel: AbstractChannel, lost: _Lost) -> None:
+        """Until a stop or a lost dependency; meanwhile, the dead-letter queue's depth."""
+        while not (self._stopping.is_set() or lost.event.is_set()):
+            await self._measure_dead_letters(channel)
+            await _first(self._stopping, lost.event, within=DLQ_MEASURE_SECONDS)
+
+    async def _measure_dead_letters(self, channel: AbstractChannel) -> None:
+        try:
+            async with asyncio.timeout(timeouts.CLOSE):
+                queue = await channel.declare_queue(self.topology.dead_letter, passive=True)
+        except (*BROKER_ERRORS, TimeoutError) as error:
+            log.debug("%s: dead-letter queue not measured: %r", self.name, error)
+            return
+        self._dead_letters.set(queue.declaration_result.message_count or 0)
 
     async def _declare(self, channel: AbstractChannel) -> AbstractQueue:
         exchange = self._settings.events_exchange
@@ -160,11 +177,11 @@ class _Lost:
         self.set(Unavailable("RabbitMQ", cause))
 
 
-async def _first(*events: asyncio.Event) -> None:
-    """Until one of the events is set."""
+async def _first(*events: asyncio.Event, within: float) -> None:
+    """Until one of the events is set, or `within` seconds have passed."""
     waiters = [asyncio.create_task(event.wait()) for event in events]
     try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()

@@ -1,57 +1,62 @@
-"""python -m service migrate | api | relay | outbox-status | settings: each process, wired."""
+"""python -m service migrate | api | relay | outbox-status | settings | asyncapi: wiring."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+import tempfile
 from functools import partial
 
-from aiohttp import web
-
-from service.api import create_app
+from service import asyncapi
+from service.api.serve import serve
 from service.api.workers import run_workers
+from service.common import metrics
 from service.common.logs import configure_logging
+from service.common.probes import ProbeServer
+from service.common.tracing import configure_tracing
 from service.db.engine import migrate
 from service.db.outbox import OutboxStatus, dedicated_connection, outbox_status
 from service.relay import OutboxRelay
 from service.settings import Settings, SettingsError, settings_table
 
 log = logging.getLogger("service")
+COMMANDS = ("migrate", "api", "relay", "outbox-status")
+# Generated documents: the README's table of variables, docs/asyncapi.yaml.
+DOCUMENTS = {"settings": lambda: settings_table() + "\n", "asyncapi": asyncapi.render}
 
 
 def run_api(settings: Settings) -> None:
     if settings.api_workers == 1:
-        _serve(settings, reuse_port=False)
+        serve(settings, reuse_port=False)
         return
     # Several processes on one port; the kernel spreads connections over them. Each has its own
     # pool and coalescer: the database, not a process, decides what is booked.
-    status = run_workers(partial(_serve, settings, True), settings.api_workers)
+    with tempfile.TemporaryDirectory(prefix="tickets-metrics-") as metrics_dir:
+        # Before the workers start: each then keeps its metrics in files there, and a scrape
+        # of any worker reports all of them (service/common/metrics.py).
+        os.environ[metrics.MULTIPROCESS_DIR] = metrics_dir
+        status = run_workers(partial(serve, settings, True), settings.api_workers)
     if status != 0:
         sys.exit(status)
 
 
-def _serve(settings: Settings, reuse_port: bool) -> None:
-    configure_logging(settings.log_level)
-    web.run_app(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        reuse_port=reuse_port,
-        access_log=None,
-        print=lambda *_: log.info("api listening on %s:%d", settings.http_host, settings.http_port),
-    )
-
-
 async def run_relay(settings: Settings) -> None:
+    configure_tracing("tickets-relay", settings.otel_exporter_otlp_endpoint)
     relay = OutboxRelay(settings)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, relay.stop)
+
+    async def connected() -> str | None:
+        return None if relay.connected else "not connected to PostgreSQL and RabbitMQ"
+
     log.info("relay starting: outbox -> exchange %r", settings.events_exchange)
-    await relay.run()
+    async with ProbeServer(settings.http_host, settings.relay_http_port, connected):
+        await relay.run()
     log.info("relay stopped after publishing %d events", relay.published)
 
 
@@ -75,17 +80,17 @@ def describe_status(status: OutboxStatus) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service")
-    parser.add_argument("command", choices=["migrate", "api", "relay", "outbox-status", "settings"])
+    parser.add_argument("command", choices=[*COMMANDS, *DOCUMENTS])
     args = parser.parse_args(argv)
-    if args.command == "settings":
-        print(settings_table())  # the README's table of variables
+    if args.command in DOCUMENTS:
+        print(DOCUMENTS[args.command](), end="")
         return 0
     try:
         settings = Settings.from_env()
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "migrate":
         migrate(settings.database_url.get_secret_value())
         log.info("database migrated to head")

@@ -67,6 +67,8 @@ class BookingRequest:
     correlation_id: str
     booking_id: uuid.UUID = field(default_factory=uuid.uuid4)
     key: IdempotencyKey | None = None
+    # The W3C trace context of the request, carried with its event to the consumers.
+    traceparent: str | None = None
 
     @property
     def request_id(self) -> uuid.UUID:
@@ -81,6 +83,7 @@ class CancelRequest:
     correlation_id: str
     # Two cancellations of one booking may share a batch: each needs its own answer.
     request_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    traceparent: str | None = None  # as a BookingRequest's
 
 
 Request = BookingRequest | CancelRequest

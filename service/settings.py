@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -35,25 +35,74 @@ def setting(default: Any, doc: str, **checks: Any) -> Any:
     return Field(default, description=doc, **checks)
 
 
+def _scheme(scheme: str) -> AfterValidator:
+    def check(value: SecretStr | str) -> SecretStr | str:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw and not raw.startswith(scheme):
+            raise ValueError(f"must be a {scheme}... URL")
+        return value
+
+    return AfterValidator(check)
+
+
+def _comma_separated(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return tuple(int(part) for part in value.split(","))
+        except ValueError:
+            raise ValueError("must be a comma-separated list of integers") from None
+    return value
+
+
+def _delays(value: tuple[int, ...]) -> tuple[int, ...]:
+    if not value or any(not 1 <= delay <= 86_400_000 for delay in value):
+        raise ValueError("must be one or more delays between 1 and 86400000 ms")
+    return value
+
+
+def _case(fold: Callable[[str], str]) -> BeforeValidator:
+    return BeforeValidator(lambda value: fold(value.strip()) if isinstance(value, str) else value)
+
+
 Seconds = Annotated[float, Field(allow_inf_nan=False)]
-DelaysMs = Annotated[tuple[int, ...], NoDecode]
+Port = Annotated[int, Field(ge=0, le=65535)]
+PostgresUrl = Annotated[SecretStr, _scheme("postgresql")]
+AmqpUrl = Annotated[SecretStr, _scheme("amqp")]
+HttpUrl = Annotated[str, _scheme("http")]  # or empty
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], _case(str.upper)]
+LogFormat = Annotated[Literal["auto", "json", "text"], _case(str.lower)]
+DelaysMs = Annotated[
+    tuple[int, ...], NoDecode, BeforeValidator(_comma_separated), AfterValidator(_delays)
+]
+_CONFIG = SettingsConfigDict(frozen=True, env_ignore_empty=True, extra="ignore")
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, env_ignore_empty=True, extra="ignore")
+class _Common(BaseSettings):
+    """Where things are, and how every process logs and traces."""
 
-    # Where things are
-    database_url: SecretStr = setting(
+    model_config = _CONFIG
+
+    database_url: PostgresUrl = setting(
         SecretStr("postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/tickets"), "PostgreSQL"
     )
-    amqp_url: SecretStr = setting(SecretStr("amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ")
+    amqp_url: AmqpUrl = setting(SecretStr("amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ")
     events_exchange: str = setting("events", "topic exchange for events", min_length=1)
     http_host: str = setting("0.0.0.0", "where the API listens", min_length=1)
-    http_port: int = setting(8080, "the API's port (0: any free port)", ge=0, le=65535)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = setting(
-        "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL"
+    http_port: Port = setting(8080, "the API's port (0: any free port)")
+    log_level: LogLevel = setting("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    log_format: LogFormat = setting(
+        "auto", "`json` lines or `text`; `auto`: text on a terminal, JSON otherwise"
     )
-    # The API
+    otel_exporter_otlp_endpoint: HttpUrl = setting(
+        "", "OTLP/HTTP collector (e.g. `http://collector:4318`); unset: traces stay in-process"
+    )
+
+
+class _Api(BaseSettings):
+    """The API and its booking transactions."""
+
+    model_config = _CONFIG
+
     api_workers: int = setting(1, "API processes sharing the port (SO_REUSEPORT)", ge=1, le=64)
     db_pool_size: int = setting(
         10, "pooled connections per API process (and as many overflow)", ge=1, le=500
@@ -82,7 +131,14 @@ class Settings(BaseSettings):
         ge=1,
         le=3.2e8,
     )
-    # The outbox relay
+
+
+class _Relay(BaseSettings):
+    """The outbox relay."""
+
+    model_config = _CONFIG
+
+    relay_http_port: Port = setting(8081, "the relay's /metrics, /health, /ready (0: off)")
     relay_batch_size: int = setting(
         500, "outbox rows the relay reads and publishes per batch", ge=1, le=10_000
     )
@@ -104,8 +160,15 @@ class Settings(BaseSettings):
         ge=0.1,
         le=86_400,
     )
-    # The consumers
-    ticket_provider_url: str = setting(
+
+
+class _Consumers(BaseSettings):
+    """The consumers."""
+
+    model_config = _CONFIG
+
+    consumers_http_port: Port = setting(8082, "the consumers' /metrics, /health, /ready (0: off)")
+    ticket_provider_url: HttpUrl = setting(
         "", "base URL of the ticket provider; unset: `ticket_provider` is skipped"
     )
     ticket_provider_timeout: Seconds = setting(
@@ -125,42 +188,11 @@ class Settings(BaseSettings):
     )
     consumer_queue_prefix: str = setting("", "prefix of consumer queue names")
 
-    @field_validator("database_url", "amqp_url")
-    @classmethod
-    def _scheme(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
-        scheme = URL_SCHEMES[str(info.field_name)]
-        if not value.get_secret_value().startswith(scheme):
-            raise ValueError(f"must be a {scheme}... URL")
-        return value
 
-    @field_validator("ticket_provider_url")
-    @classmethod
-    def _http(cls, value: str) -> str:
-        if value and not value.startswith("http"):
-            raise ValueError("must be an http... URL")
-        return value
+class Settings(_Consumers, _Relay, _Api, _Common):
+    """Every setting of every process (each reads what it needs)."""
 
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.strip().upper() if isinstance(value, str) else value
-
-    @field_validator("consumer_retry_delays_ms", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                return tuple(int(part) for part in value.split(","))
-            except ValueError:
-                raise ValueError("must be a comma-separated list of integers") from None
-        return value
-
-    @field_validator("consumer_retry_delays_ms")
-    @classmethod
-    def _delays(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or any(not 1 <= delay <= 86_400_000 for delay in value):
-            raise ValueError("must be one or more delays between 1 and 86400000 ms")
-        return value
+    model_config = _CONFIG
 
     @model_validator(mode="after")
     def _workers_need_a_port(self) -> Settings:
@@ -185,8 +217,7 @@ class Settings(BaseSettings):
         return type(self).model_validate(self.model_dump() | changes)
 
 
-URL_SCHEMES = {"database_url": "postgresql", "amqp_url": "amqp"}
-SECRETS = frozenset(URL_SCHEMES)  # URLs carry passwords
+SECRETS = frozenset({"database_url", "amqp_url"})  # URLs carry passwords
 
 
 def mask_password(url: str) -> str:

@@ -12,12 +12,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.api import create_app
+from service.common.tracing import configure_tracing
 from service.db.engine import create_engine, serializable_sessions
 from service.settings import Settings
 from tests.support.broker import delete_run_objects
 from tests.support.database import asyncpg_dsn, create_migrated_database, drop_database
 
 RUN_ID = uuid.uuid4().hex[:10]
+# Tests run traced, as the processes do (no exporter: ids and context only).
+configure_tracing("tickets-tests", otlp_endpoint="")
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +37,8 @@ async def settings(database_url: str) -> AsyncIterator[Settings]:
         events_exchange=f"events_test_{RUN_ID}",
         consumer_queue_prefix=f"test_{RUN_ID}.",
         http_port=0,
+        relay_http_port=0,
+        consumers_http_port=0,
     )
     yield settings
     # Consumer tests add their queue names here; the run leaves nothing behind on the broker.

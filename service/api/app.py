@@ -11,9 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from service.api import handlers
 from service.api.correlation import correlation_middleware
 from service.api.errors import answer_for, error_middleware
+from service.api.observability import (
+    BookingMetrics,
+    observe_middleware,
+    trace_middleware,
+)
 from service.api.state import BOOKER, SESSIONS
 from service.coalescer import Booker, BookingCoalescer, OneTransactionPerRequest
-from service.db.booking import UNOBSERVED, BookingObserver, KeyRules, book_requests
+from service.common import probes
+from service.db.booking import BookingObserver, KeyRules, book_requests
 from service.db.engine import (
     bound_lock_waits,
     create_engine,
@@ -28,22 +34,30 @@ ENGINE = web.AppKey("engine", AsyncEngine)
 
 
 def create_app(
-    settings: Settings, booking_observer: BookingObserver = UNOBSERVED
+    settings: Settings, booking_observer: BookingObserver | None = None
 ) -> web.Application:
-    """The API. `booking_observer` hears what every booking transaction meets."""
+    """The API. `booking_observer` hears what every booking transaction meets (by default the
+    metrics)."""
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
-        middlewares=[correlation_middleware, error_middleware],
+        middlewares=[
+            trace_middleware,
+            correlation_middleware,
+            observe_middleware,
+            error_middleware,
+        ],
     )
+    observer = booking_observer if booking_observer is not None else BookingMetrics()
     app.cleanup_ctx.append(partial(_database, settings=settings))
-    app.cleanup_ctx.append(partial(_booker, settings=settings, observer=booking_observer))
+    app.cleanup_ctx.append(partial(_booker, settings=settings, observer=observer))
     app.router.add_post("/shows", handlers.post_show)
     app.router.add_get("/shows/{show_id}", handlers.get_show)
     app.router.add_post("/book-tickets", handlers.post_book_tickets)
     app.router.add_get("/bookings/{booking_id}", handlers.get_booking)
     app.router.add_delete("/bookings/{booking_id}", handlers.delete_booking)
-    app.router.add_get("/health", handlers.health)
+    app.router.add_get("/health", probes.health)
     app.router.add_get("/ready", handlers.ready)
+    app.router.add_get("/metrics", probes.metrics)
     return app
 
 

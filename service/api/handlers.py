@@ -14,8 +14,10 @@ from sqlalchemy import text
 
 from service.api.correlation import correlation_id_of
 from service.api.errors import InvalidRequest, error_response
+from service.api.observability import counted_booking
 from service.api.schemas import BookTicketsBody, NewShowBody
 from service.api.state import BOOKER, SESSIONS
+from service.common.tracing import current_traceparent
 from service.db import booking, shows
 from service.domain import (
     Booking,
@@ -87,8 +89,11 @@ async def post_book_tickets(request: web.Request) -> web.Response:
         customer_email=str(body.customer_email),
         correlation_id=correlation_id_of(request),
         key=IdempotencyKey(key, body.fingerprint()) if key is not None else None,
+        traceparent=current_traceparent(),
     )
-    replayed = await request.app[BOOKER].book(wanted)
+    with counted_booking() as counted:
+        replayed = await request.app[BOOKER].book(wanted)
+        counted.replayed = replayed is not None
     if replayed is not None:
         return _replay(replayed)
     return web.json_response({"booking_id": str(wanted.booking_id)}, status=201)
@@ -115,7 +120,12 @@ async def delete_booking(request: web.Request) -> web.Response:
     found = await booking.find_booking(request.app[SESSIONS], booking_id)
     if not found.is_canceled:
         # Through the show's booking lane: cancellations share the bookings' transactions.
-        cancel = CancelRequest(booking_id, found.show_id, correlation_id_of(request))
+        cancel = CancelRequest(
+            booking_id,
+            found.show_id,
+            correlation_id_of(request),
+            traceparent=current_traceparent(),
+        )
         found = await request.app[BOOKER].cancel(cancel)
     return web.json_response(_booking_json(found))
 
@@ -130,10 +140,6 @@ def _booking_json(found: Booking) -> dict[str, Any]:
         "status": found.status,
         "canceled_at": found.canceled_at.isoformat() if found.canceled_at else None,
     }
-
-
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
 
 
 async def ready(request: web.Request) -> web.Response:

@@ -17,6 +17,8 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from service.common import metrics
+
 log = logging.getLogger(__name__)
 
 # How long a worker may take to finish its requests after SIGTERM before it is killed.
@@ -26,7 +28,10 @@ GRACE_SECONDS = 20.0
 def run_workers(serve: Callable[[], None], count: int) -> int:
     """Run `serve` in `count` processes until one exits or we are told to stop; 0 if all
     workers exited cleanly."""
-    workers = [multiprocessing.Process(target=serve, name=f"api-{n}") for n in range(count)]
+    # Spawned, not forked: each worker starts a fresh interpreter, which reads the environment
+    # (the metrics directory) as it imports, and shares no event loop or sockets by accident.
+    spawning = multiprocessing.get_context("spawn")
+    workers = [spawning.Process(target=serve, name=f"api-{n}") for n in range(count)]
     for worker in workers:
         worker.start()
     stopping = _Stopping(workers)
@@ -45,7 +50,9 @@ def run_workers(serve: Callable[[], None], count: int) -> int:
             log.warning("%s did not stop within %.0f s: killing it", worker.name, GRACE_SECONDS)
             worker.kill()
             worker.join()
-    return 0 if all(worker.exitcode == 0 for worker in workers) else 1
+        if worker.pid is not None:
+            metrics.forget_process(worker.pid)
+    return 0 if all(stopping.stopped_cleanly(worker) for worker in workers) else 1
 
 
 class _Stopping:
@@ -55,6 +62,11 @@ class _Stopping:
     def __init__(self, workers: Sequence[BaseProcess]) -> None:
         self._workers = workers
         self._signalled: set[int | None] = set()
+
+    def stopped_cleanly(self, worker: BaseProcess) -> bool:
+        """Exited 0; or ended by our own SIGTERM before it could handle it (still starting)."""
+        signalled = worker.pid in self._signalled
+        return worker.exitcode == 0 or (signalled and worker.exitcode == -signal.SIGTERM)
 
     def terminate(self) -> None:
         for worker in self._workers:

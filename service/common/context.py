@@ -1,12 +1,12 @@
 """The context a unit of work carries through a process: its correlation id.
 
 Set by whoever starts the work (the API's middleware for a request, the consumer runner for a
-delivery) and read by the log filter, so every line logged on the way names what it belongs to.
+delivery) and read by the log filter (service/common/logs.py), so every line logged on the way
+names what it belongs to.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import uuid
 from contextvars import ContextVar
@@ -24,11 +24,3 @@ def correlation_id_from(given: str | None) -> str:
     if given and _VALID_CORRELATION_ID.match(given):
         return given
     return f"gen-{uuid.uuid4()}"
-
-
-class CorrelationFilter(logging.Filter):
-    """Puts the current correlation id on every log record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.correlation_id = correlation_id.get()
-        return True

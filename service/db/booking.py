@@ -257,14 +257,15 @@ BOOK = text(
         RETURNING key
     ),
     events AS (
-        INSERT INTO outbox
-            (event_id, routing_key, ordering_key, payload, correlation_id, created_at)
-        SELECT event_id, routing_key, show_id, payload, correlation_id, :now
+        INSERT INTO outbox (
+            event_id, routing_key, ordering_key, payload, correlation_id, traceparent, created_at
+        )
+        SELECT event_id, routing_key, show_id, payload, correlation_id, traceparent, :now
         FROM unnest(
             CAST(:event_ids AS uuid[]), CAST(:routing_keys AS text[]),
             CAST(:event_show_ids AS uuid[]), CAST(:payloads AS jsonb[]),
-            CAST(:event_correlation_ids AS text[])
-        ) AS event (event_id, routing_key, show_id, payload, correlation_id)
+            CAST(:event_correlation_ids AS text[]), CAST(:traceparents AS text[])
+        ) AS event (event_id, routing_key, show_id, payload, correlation_id, traceparent)
     )
     SELECT (SELECT count(*) FROM canceled) AS canceled, (SELECT count(*) FROM answers) AS answers
     """
@@ -281,12 +282,10 @@ def book_parameters(
     `now`; keys stored before `expired_before` may be overwritten."""
     accepted = decision.accepted
     counters = sorted(decision.tickets_by_show().items())
-    made = [(BookingMade.for_booking(r, now), r.correlation_id) for r in accepted]
-    canceled = [
-        (BookingCanceled.for_booking(c.booking, now), c.request.correlation_id)
-        for c in decision.canceled
-    ]
-    events: list[tuple[BookingEvent, str]] = [*made, *canceled]
+    made = [(BookingMade.for_booking(r, now), r) for r in accepted]
+    canceled = [(BookingCanceled.for_booking(c.booking, now), c.request) for c in decision.canceled]
+    # Each event with the request it answers: its correlation id and trace context go along.
+    events: list[tuple[BookingEvent, Request]] = [*made, *canceled]
     return {
         "counter_show_ids": [show_id for show_id, _ in counters],
         "counter_tickets": [tickets for _, tickets in counters],
@@ -302,7 +301,8 @@ def book_parameters(
         "routing_keys": [event.name for event, _ in events],
         "event_show_ids": [event.show_id for event, _ in events],
         "payloads": [json.dumps(event.body()) for event, _ in events],
-        "event_correlation_ids": [correlation_id for _, correlation_id in events],
+        "event_correlation_ids": [request.correlation_id for _, request in events],
+        "traceparents": [request.traceparent for _, request in events],
         "now": now,
     }
 

@@ -33,6 +33,7 @@ class OutboxRow:
     payload: str  # the JSON body, as stored
     correlation_id: str
     created_at: datetime
+    traceparent: str | None = None  # the booking request's trace context
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,7 @@ async def fetch_unpublished(
     records = await conn.fetch(
         """
         SELECT id, event_id, routing_key, ordering_key, payload::text AS payload,
-               correlation_id, created_at
+               correlation_id, created_at, traceparent
         FROM outbox WHERE published_at IS NULL AND id <> ALL($2::bigint[])
         ORDER BY id LIMIT $1
         """,

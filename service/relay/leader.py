@@ -15,8 +15,10 @@ import asyncio
 import logging
 
 import asyncpg
+from aio_pika.abc import AbstractExchange
 
 from service.broker import confirmed_channel, declare_events_exchange
+from service.common import metrics
 from service.common.outages import (
     POSTGRESQL,
     RABBITMQ,
@@ -27,6 +29,7 @@ from service.common.outages import (
     sleep_unless,
 )
 from service.db.outbox import NOTIFY_CHANNEL, dedicated_connection, try_lead
+from service.relay.backlog import OutboxBacklog
 from service.relay.publisher import OutboxPublisher
 from service.relay.purge import Purge, retentions
 from service.settings import Settings
@@ -44,6 +47,7 @@ class OutboxRelay:
         self._role = ""
         self.published = 0  # events confirmed by RabbitMQ, for tests and benchmarks
         self.leading = False
+        self.connected = False  # to PostgreSQL and RabbitMQ, leading or standing by
 
     def stop(self) -> None:
         """Finish the batch in flight, then return from run()."""
@@ -51,16 +55,19 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self) -> None:
-        """Relay (leading or standing by) and purge, side by side, until stopped."""
+        """Relay (leading or standing by), purge and measure the backlog, side by side, until
+        stopped."""
         settings = self._settings
+        database_url = settings.database_url.get_secret_value()
         purge = Purge(
-            settings.database_url.get_secret_value(),
+            database_url,
             retentions(settings.outbox_retention, settings.idempotency_key_ttl),
             settings.outbox_purge_interval,
             self._stopping,
         )
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(purge.run(), name="purge")
+            tasks.create_task(OutboxBacklog(database_url, self._stopping).run(), name="backlog")
             await run_until_stopped(
                 self._lead_and_relay, self._stopping, self._outages, settings.relay_max_backoff
             )
@@ -80,20 +87,29 @@ class OutboxRelay:
             )
             backoff.reset()
             self._outages.recovered()
-            if not await self._wait_for_lead(conn):
-                return
-            publisher = OutboxPublisher(
-                conn,
-                exchange,
-                settings.relay_batch_size,
-                settings.relay_publish_timeout,
-                self._count_published,
-            )
-            self.leading = True
+            self.connected = True
             try:
-                await self._relay(conn, publisher)
+                await self._lead(conn, exchange)
             finally:
-                self.leading = False
+                self.connected = False
+
+    async def _lead(self, conn: asyncpg.Connection, exchange: AbstractExchange) -> None:
+        """Wait for the lead, then publish until stopped or a dependency is lost."""
+        if not await self._wait_for_lead(conn):
+            return
+        settings = self._settings
+        publisher = OutboxPublisher(
+            conn,
+            exchange,
+            settings.relay_batch_size,
+            settings.relay_publish_timeout,
+            self._count_published,
+        )
+        self._set_leading(True)
+        try:
+            await self._relay(conn, publisher)
+        finally:
+            self._set_leading(False)
 
     async def _relay(self, conn: asyncpg.Connection, publisher: OutboxPublisher) -> None:
         await guarded(POSTGRESQL, conn.add_listener(NOTIFY_CHANNEL, self._on_notify))
@@ -121,3 +137,8 @@ class OutboxRelay:
 
     def _count_published(self, count: int) -> None:
         self.published += count
+        metrics.RELAY_PUBLISHED.inc(count)
+
+    def _set_leading(self, leading: bool) -> None:
+        self.leading = leading
+        metrics.RELAY_LEADER.set(1 if leading else 0)

@@ -11,12 +11,16 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 
 import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractExchange
+from opentelemetry import context as otel_context
 
+from service.common import metrics
 from service.common.outages import POSTGRESQL, Unavailable, guarded
+from service.common.tracing import context_of
 from service.db.outbox import OutboxRow, fetch_unpublished, mark_published
 
 
@@ -115,7 +119,9 @@ class OutboxPublisher:
             ids = [row.id for row in batch.rows[:confirmed]]
             await guarded(POSTGRESQL, mark_published(self._conn, ids))
             self._on_published(confirmed)
+            _observe_commit_to_confirm(batch.rows[:confirmed])
         if confirmed < len(batch.rows):
+            metrics.RELAY_PUBLISH_FAILURES.inc(sum(e is not None for e in errors))
             failure = next(e for e in errors if e is not None)
             raise Unavailable("RabbitMQ", failure)
         return confirmed
@@ -127,15 +133,23 @@ class OutboxPublisher:
         batch in id order; RabbitMQ keeps that order into each queue.
         """
         outcomes = await asyncio.gather(
-            *(
-                self._exchange.publish(
-                    message_for(row),
-                    row.routing_key,
-                    mandatory=False,
-                    timeout=self._publish_timeout,
-                )
-                for row in rows
-            ),
-            return_exceptions=True,
+            *(self._publish_one(row) for row in rows), return_exceptions=True
         )
         return [o if isinstance(o, BaseException) else None for o in outcomes]
+
+    async def _publish_one(self, row: OutboxRow) -> object:
+        # Inside the trace of the request that booked: the instrumentation makes the publish
+        # span its child and sends its context on as the AMQP header `traceparent`.
+        token = otel_context.attach(context_of(row.traceparent))
+        try:
+            return await self._exchange.publish(
+                message_for(row), row.routing_key, mandatory=False, timeout=self._publish_timeout
+            )
+        finally:
+            otel_context.detach(token)
+
+
+def _observe_commit_to_confirm(rows: Sequence[OutboxRow]) -> None:
+    now = datetime.now(UTC)
+    for row in rows:
+        metrics.COMMIT_TO_CONFIRM.observe((now - row.created_at).total_seconds())

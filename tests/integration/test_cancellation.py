@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from service.api import create_app
 from service.api.state import BOOKER
 from service.coalescer import BookingCoalescer
+from service.events import BookingCanceledBody
 from service.settings import Settings
 from tests.support.api import Client, book, booking_body, create_show
 from tests.support.invariants import assert_show_consistent
@@ -65,6 +66,7 @@ async def test_cancel_returns_the_tickets_once_and_they_can_be_booked_again(
         k: v for k, v in made_body.items() if k != "header"
     }
     assert undone_body["header"]["id"] != made_body["header"]["id"]
+    BookingCanceledBody.model_validate_json(undone["payload"])  # the contract (asyncapi)
     assert undone["correlation_id"] == "undo"
 
     # Again: the same answer, and nothing changes.

@@ -11,7 +11,6 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aio_pika
@@ -31,6 +30,7 @@ from tests.support.broker import Received, bound_queue, delete_run_objects
 from tests.support.database import asyncpg_dsn, create_migrated_database, drop_database
 from tests.support.processes import environment, start
 from tests.support.proxy import proxy_to
+from tests.support.relay import running
 from tests.support.waiting import until
 
 
@@ -59,17 +59,6 @@ async def channel(settings: Settings) -> AsyncIterator[AbstractChannel]:
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         yield await connection.channel()
-
-
-@asynccontextmanager
-async def running(relay: OutboxRelay) -> AsyncIterator[OutboxRelay]:
-    task = asyncio.create_task(relay.run())
-    try:
-        yield relay
-    finally:
-        relay.stop()
-        async with asyncio.timeout(10):
-            await task
 
 
 async def outbox_in_commit_order(db: asyncpg.Connection) -> dict[str, list[str]]:

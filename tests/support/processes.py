@@ -25,6 +25,8 @@ def environment(settings: Settings, **extra: str) -> dict[str, str]:
         AMQP_URL=settings.amqp_url.get_secret_value(),
         EVENTS_EXCHANGE=settings.events_exchange,
         CONSUMER_QUEUE_PREFIX=settings.consumer_queue_prefix,
+        RELAY_HTTP_PORT=str(settings.relay_http_port),
+        CONSUMERS_HTTP_PORT=str(settings.consumers_http_port),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

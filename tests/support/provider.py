@@ -27,6 +27,7 @@ class Call:
     idempotency_key: str | None
     body: dict[str, Any]
     status: int
+    traceparent: str | None = None
     method: str = "POST"
     booking_id: str = ""
 
@@ -57,7 +58,9 @@ class FakeProvider:
         body = await request.json()
         key = request.headers.get("Idempotency-Key")
         status = await self._answer(key, body)
-        self.calls.append(Call(key, body, status, "POST", str(body.get("booking_id"))))
+        traceparent = request.headers.get("traceparent")
+        booking_id = str(body.get("booking_id"))
+        self.calls.append(Call(key, body, status, traceparent, "POST", booking_id))
         return web.json_response({"ticket_id": key} if status < 300 else {}, status=status)
 
     async def handle_delete(self, request: web.Request) -> web.Response:
@@ -65,7 +68,8 @@ class FakeProvider:
         booking_id = request.match_info["booking_id"]
         key = request.headers.get("Idempotency-Key")
         status = self._delete(key, booking_id)
-        self.calls.append(Call(key, {}, status, "DELETE", booking_id))
+        traceparent = request.headers.get("traceparent")
+        self.calls.append(Call(key, {}, status, traceparent, "DELETE", booking_id))
         return web.json_response({}, status=status)
 
     def _delete(self, key: str | None, booking_id: str) -> int:

@@ -1,0 +1,31 @@
+"""One API process: logging, tracing, then the app on its port until SIGTERM/SIGINT.
+
+A module of its own (not service/__main__.py) so that API_WORKERS can start it in spawned
+processes, which import their target by module name.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from service.api.app import create_app
+from service.common.logs import configure_logging
+from service.common.tracing import configure_tracing
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+
+def serve(settings: Settings, reuse_port: bool) -> None:
+    configure_logging(settings.log_level, settings.log_format)
+    configure_tracing("tickets-api", settings.otel_exporter_otlp_endpoint)
+    web.run_app(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        reuse_port=reuse_port,
+        access_log=None,
+        print=lambda *_: log.info("api listening on %s:%d", settings.http_host, settings.http_port),
+    )
