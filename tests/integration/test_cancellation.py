@@ -12,14 +12,20 @@ from aiohttp.test_utils import TestClient, TestServer
 from service.api import create_app
 from service.api.state import BOOKER
 from service.coalescer import BookingCoalescer
+from service.common.metrics import exposition
 from service.events import BookingCanceledBody
 from service.settings import Settings
 from tests.support.api import Client, book, booking_body, create_show
 from tests.support.invariants import assert_show_consistent
+from tests.support.metrics import sample
 from tests.support.row_locks import show_row_locked, until_waiting_for_lock
 from tests.support.waiting import until
 
 BOUND = 20.0
+
+
+def cancellations_counted() -> float:
+    return sample(exposition()[0].decode(), "tickets_cancellations_total")
 
 
 async def show_counts(client: Client, show_id: str) -> tuple[int, int]:
@@ -47,6 +53,7 @@ async def test_cancel_returns_the_tickets_once_and_they_can_be_booked_again(
     assert (await book(client, show_id, 1))[0] == 201
     assert await book(client, show_id, 2) == (400, {"error": "not enough seats available"})
 
+    counted = cancellations_counted()
     canceled = await client.delete(f"/bookings/{booking_id}", headers={"Correlation-ID": "undo"})
     assert canceled.status == 200
     body = await canceled.json()
@@ -74,6 +81,7 @@ async def test_cancel_returns_the_tickets_once_and_they_can_be_booked_again(
     assert (again.status, await again.json()) == (200, body)
     assert len(await events_of(db, booking_id)) == 2
     assert await show_counts(client, show_id) == (1, 2)
+    assert cancellations_counted() - counted == 1  # the repeat is not a cancellation
 
     # The released seats are for sale again.
     assert (await book(client, show_id, 2))[0] == 201

@@ -16,11 +16,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from service.api import create_app
 from service.api.state import BOOKER
 from service.coalescer import BookingCoalescer
+from service.common.metrics import exposition
 from service.db.idempotency_keys import purge_expired_keys
 from service.relay.purge import Purge, Retention, retentions
 from service.settings import Settings
 from tests.support.api import Client, booking_body, create_show
 from tests.support.invariants import assert_show_consistent
+from tests.support.metrics import sample
 from tests.support.row_locks import show_row_locked, until_waiting_for_lock
 from tests.support.waiting import until
 
@@ -44,11 +46,16 @@ async def bookings_of(db: asyncpg.Connection, show_id: str) -> int:
     )
 
 
+def accepted_bookings() -> float:
+    return sample(exposition()[0].decode(), "tickets_bookings_total", outcome="accepted")
+
+
 async def test_a_repeat_gets_the_stored_answer_and_books_nothing(
     client: Client, db: asyncpg.Connection
 ) -> None:
     show_id = await create_show(client, 10)
     key, body = str(uuid.uuid4()), booking_body(show_id, 2)
+    accepted_before = accepted_bookings()
     first = await post(client, key, body)
     assert first.status == 201 and REPLAYED not in first.headers
     answer = await first.json()
@@ -60,6 +67,7 @@ async def test_a_repeat_gets_the_stored_answer_and_books_nothing(
         assert repeat.headers[REPLAYED] == "true"
         assert repeat.content_type == "application/json"
     assert await bookings_of(db, show_id) == 1
+    assert accepted_bookings() - accepted_before == 1  # a replay is not a booking
     assert await assert_show_consistent(db, show_id) == 2
     row = await stored(db, key)
     assert row is not None
