@@ -4,8 +4,9 @@ idempotency keys, all or nothing.
 book_requests   one SERIALIZABLE transaction for a batch of requests (one show or several;
                 bookings and cancellations), retried on a lost serialization race:
     1. READ_CAPACITY    the shows' number_of_tickets and tickets_booked (one row per show)
-       READ_KEYS        stored answers of the batch's Idempotency-Keys (only if it has any)
        READ_BOOKINGS    the bookings it cancels (only if it cancels any)
+       READ_KEYS        stored answers of the batch's Idempotency-Keys: only when a first run
+                        found one of its keys stored (see _KeysSeenBefore)
     2. sort_out, decide_for_shows, settle   the rules (service/idempotency.py, service/domain.py)
     3. BOOK             counters, bookings, cancellations, outbox rows and keys: one statement
     4. COMMIT
@@ -81,6 +82,17 @@ class KeysNotWired(TypeError):
     """A keyed request reached a booking function that was given no KeyRules (a wiring bug)."""
 
 
+class _KeysSeenBefore(Exception):
+    """BOOK found an answer already stored for a key of the batch: roll back, and decide again
+    with the stored answers read first.
+
+    Keys are not read before every batch: almost every key is new (a repeat is a client's retry),
+    and BOOK's insert of the answers finds a stored key through the primary key anyway, so the
+    common batch saves a round trip. (A read first would also depend on the planner: on a young
+    table without statistics it chooses a sequential scan, cached for the process, which under
+    SERIALIZABLE also locks the whole table against every other key's insert.)"""
+
+
 async def book_requests(
     sessions: async_sessionmaker[AsyncSession],
     requests: Sequence[Request],
@@ -96,8 +108,12 @@ async def book_requests(
     """
 
     async def transaction() -> BatchDecision:
-        async with sessions() as session, session.begin():
-            return await _book(session, requests, keys, datetime.now(UTC))
+        try:
+            async with sessions() as session, session.begin():
+                return await _book(session, requests, keys, look_up=False)
+        except _KeysSeenBefore:
+            async with sessions() as session, session.begin():
+                return await _book(session, requests, keys, look_up=True)
 
     try:
         decision = await retry_serializable(transaction, max_attempts, observer.retried)
@@ -110,8 +126,9 @@ async def book_requests(
 
 
 async def _book(
-    session: AsyncSession, requests: Sequence[Request], keys: KeyRules | None, now: datetime
+    session: AsyncSession, requests: Sequence[Request], keys: KeyRules | None, look_up: bool
 ) -> BatchDecision:
+    now = datetime.now(UTC)
     show_ids = sorted({r.show_id for r in requests})
     rows = await session.execute(READ_CAPACITY, {"show_ids": show_ids})
     capacities = {row.show_id: Capacity(row.number_of_tickets, row.tickets_booked) for row in rows}
@@ -119,7 +136,7 @@ async def _book(
     if keyed and keys is None:
         raise KeysNotWired("a request with an Idempotency-Key, and no KeyRules to answer it")
     expired_before = now - timedelta(seconds=keys.ttl if keys else 0)
-    stored = await _stored_keys(session, keyed, expired_before)
+    stored = await _stored_keys(session, keyed, expired_before) if look_up else {}
     batch = idempotency.sort_out(requests, stored)
     targets = await _bookings(session, [r for r in requests if isinstance(r, CancelRequest)])
     decision = decide_for_shows(capacities, batch.fresh, targets, now)
@@ -127,23 +144,26 @@ async def _book(
     if keys is not None:
         decision, to_store = idempotency.settle(batch, decision, keys.answer_for)
     if decision.writes or to_store:
-        written = await session.execute(
-            BOOK, book_parameters(decision, now, to_store, expired_before)
-        )
-        _check_written(written.one(), decision, to_store)
+        parameters = book_parameters(decision, now, to_store, expired_before)
+        written = (await session.execute(BOOK, parameters)).one()
+        if written.answers != len(to_store) and not look_up:
+            raise _KeysSeenBefore()
+        _check_written(written, decision, to_store)
     return decision
 
 
 async def _stored_keys(
     session: AsyncSession, keyed: list[IdempotencyKey], expired_before: datetime
 ) -> dict[str, StoredKey]:
+    """The answers stored for these keys. Keys past their TTL count as absent (the purge may not
+    have reached them yet); BOOK then overwrites them."""
     if not keyed:
         return {}
-    parameters = {"keys": sorted({k.key for k in keyed}), "expired_before": expired_before}
-    rows = await session.execute(READ_KEYS, parameters)
+    rows = await session.execute(READ_KEYS, {"keys": sorted({k.key for k in keyed})})
     return {
         row.key: StoredKey(row.fingerprint, StoredAnswer(row.status, row.body, row.booking_id))
         for row in rows
+        if row.created_at >= expired_before
     }
 
 
@@ -179,13 +199,13 @@ READ_CAPACITY = text(
     """
 )
 
-# Keys past their TTL count as absent (the purge may not have reached them yet); BOOK then
-# overwrites them.
+# By key alone: a condition on created_at here lets the planner add the created_at index (every
+# key of the last day), and under SERIALIZABLE that range read leaves predicate locks over the
+# whole index. Keys past their TTL are dropped in Python instead (_stored_keys).
 READ_KEYS = text(
     """
-    SELECT key, fingerprint, status, body, booking_id
-    FROM idempotency_keys
-    WHERE key = ANY(CAST(:keys AS text[])) AND created_at >= :expired_before
+    SELECT key, fingerprint, status, body, booking_id, created_at
+    FROM idempotency_keys WHERE key = ANY(CAST(:keys AS text[]))
     """
 )
 
@@ -215,9 +235,11 @@ READ_BOOKINGS = text(
 # overbooking whatever this code decides.
 #
 # Idempotency keys: a key another transaction has inserted and not yet committed makes this
-# insert wait for it; once that one commits, this one fails with 40001 and is retried, and the
-# retry reads the stored answer (service/idempotency.py). A key past its TTL is overwritten.
-# The final SELECT counts what was canceled and stored, for _check_written.
+# insert wait for it; once that one commits, this one fails with 40001 and is retried. A key
+# stored and visible is left as it is and not returned: fewer answers stored than given means a
+# key was seen before (_KeysSeenBefore), and the rerun reads the stored answers first
+# (service/idempotency.py). A key past its TTL is overwritten. The final SELECT counts what was
+# canceled and stored.
 BOOK = text(
     """
     WITH counters AS (
