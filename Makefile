@@ -8,7 +8,7 @@ endif
 PY := $(UV) run --frozen
 export UV_PROJECT_ENVIRONMENT ?= .venv
 
-.PHONY: install run migrate api relay consumers lint test unit integration bench clean
+.PHONY: install run migrate api relay consumers lint test unit integration bench mutants clean
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -44,6 +44,10 @@ test: lint
 
 unit: install
 	$(PY) pytest tests/unit
+
+# Curated mutations of the code that holds each guarantee; fails if a test does not notice.
+mutants: install
+	$(PY) python -m tests.mutants
 
 bench: install
 	$(PY) python -m bench.booking

@@ -193,6 +193,7 @@ async def run(events: int, seconds: float) -> list[tuple[str, str, str, str]]:
             settings.booking_batch_max,
             settings.booking_lanes,
             settings.booking_max_wait,
+            settings.booking_max_queued,
         )
         window = 2 * settings.relay_batch_size  # the relay has up to two batches in flight
         async with bench_queue(channel, settings.events_exchange) as arrivals:

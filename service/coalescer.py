@@ -18,7 +18,9 @@ shows, one transaction books requests for several shows at once. Lanes run side 
 
 Bounds: a batch takes at most `batch_max` requests; a request waits at most `max_wait` for its
 turn, then is answered "busy" without having been booked (its transaction's own waits are bounded
-by retries and the connection's lock_timeout). A failed transaction fails only its own batch.
+by retries and the connection's lock_timeout); at most `max_queued` requests wait at once in a
+process, and one more is refused at once (TooManyWaiting) rather than held in memory without
+bound. A failed transaction fails only its own batch.
 The database stays the source of truth: several processes coalescing on their own are still
 correct, they merely contend with each other (and retry) like single requests would.
 """
@@ -42,6 +44,7 @@ from service.domain import (
     Outcome,
     Request,
     StoredAnswer,
+    TooManyWaiting,
     outcomes,
 )
 
@@ -81,16 +84,29 @@ class Booker(Protocol):
 
 
 class OneTransactionPerRequest:
-    """Every request its own transaction: the contention baseline (BOOKING_COALESCING=false)."""
+    """Every request its own transaction: the contention baseline (BOOKING_COALESCING=false).
+    At most `max_queued` requests are in flight (waiting for a connection or in a transaction)."""
 
-    def __init__(self, book_requests: BookRequests) -> None:
+    def __init__(self, book_requests: BookRequests, max_queued: int) -> None:
         self._book_requests = book_requests
+        self._max_queued = max_queued
+        self._in_flight = 0
 
     async def book(self, request: BookingRequest) -> StoredAnswer | None:
-        return _as_booked(settled(request, await self._book_requests([request])))
+        return _as_booked(await self._one(request))
 
     async def cancel(self, request: CancelRequest) -> Booking:
-        return _as_canceled(settled(request, await self._book_requests([request])))
+        return _as_canceled(await self._one(request))
+
+    async def _one(self, request: Request) -> Settled:
+        if self._in_flight >= self._max_queued:
+            raise TooManyWaiting()
+        self._in_flight += 1
+        try:
+            decision = await self._book_requests([request])
+        finally:
+            self._in_flight -= 1
+        return settled(request, decision)
 
     async def close(self) -> None:
         return None
@@ -98,12 +114,19 @@ class OneTransactionPerRequest:
 
 class BookingCoalescer:
     def __init__(
-        self, book_requests: BookRequests, batch_max: int, lanes: int, max_wait: float
+        self,
+        book_requests: BookRequests,
+        batch_max: int,
+        lanes: int,
+        max_wait: float,
+        max_queued: int,
     ) -> None:
         self._book_requests = book_requests
         self._batch_max = batch_max
         self._max_wait = max_wait
+        self._max_queued = max_queued
         self._lanes = [_Lane() for _ in range(lanes)]
+        self._queued = 0  # entries in every lane's `waiting`, withdrawn ones until popped
 
     async def book(self, request: BookingRequest) -> StoredAnswer | None:
         return _as_booked(await self._submit(request))
@@ -112,10 +135,14 @@ class BookingCoalescer:
         return _as_canceled(await self._submit(request))
 
     async def _submit(self, request: Request) -> Settled:
-        """Queue one request in its show's lane and wait for its batch's answer."""
+        """Queue one request in its show's lane and wait for its batch's answer; raises
+        TooManyWaiting at once when the process holds as many as it may."""
+        if self._queued >= self._max_queued:
+            raise TooManyWaiting()
         pending = _Pending(request, asyncio.get_running_loop().create_future())
         lane = self._lane_of(request.show_id)
         lane.waiting.append(pending)
+        self._queued += 1
         if lane.worker is None:
             lane.worker = asyncio.create_task(self._drain(lane))
         try:
@@ -154,17 +181,21 @@ class BookingCoalescer:
             # Only an unexpected error or cancellation ends the loop early: nobody must be left
             # waiting for a worker that is gone.
             while lane.waiting:
-                _settle(lane.waiting.popleft().answer, ContentionExhausted())
+                _settle(self._pop(lane).answer, ContentionExhausted())
 
     def _take(self, lane: _Lane) -> list[_Pending]:
         batch: list[_Pending] = []
         while lane.waiting and len(batch) < self._batch_max:
-            pending = lane.waiting.popleft()
+            pending = self._pop(lane)
             # Withdrawn (caller gone or waited too long): don't book what no one will hear of.
             if not pending.answer.done():
                 pending.in_batch = True
                 batch.append(pending)
         return batch
+
+    def _pop(self, lane: _Lane) -> _Pending:
+        self._queued -= 1
+        return lane.waiting.popleft()
 
     async def _run(self, batch: list[_Pending]) -> None:
         try:

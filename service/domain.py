@@ -51,6 +51,18 @@ class ContentionExhausted(DomainError):
     message = "the show is busy, please retry"
 
 
+class TooManyWaiting(DomainError):
+    """This process already has as many booking requests waiting as it may hold."""
+
+    message = "too many bookings waiting, please retry"
+
+
+class ShowConflict(DomainError):
+    """A show with this dead_nation_id exists, with other details: the first one stands."""
+
+    message = "a show with this dead_nation_id exists with other details"
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotencyKey:
     """A client's Idempotency-Key, with a fingerprint of the request body it came with."""
@@ -63,7 +75,8 @@ class IdempotencyKey:
 class BookingRequest:
     show_id: uuid.UUID
     number_of_tickets: int
-    customer_email: str
+    # Customer data: kept out of reprs, which end up in logs and error messages.
+    customer_email: str = field(repr=False)
     correlation_id: str
     booking_id: uuid.UUID = field(default_factory=uuid.uuid4)
     key: IdempotencyKey | None = None
@@ -96,7 +109,7 @@ class Booking:
     booking_id: uuid.UUID
     show_id: uuid.UUID
     number_of_tickets: int
-    customer_email: str
+    customer_email: str = field(repr=False)  # customer data: not in reprs
     created_at: datetime
     status: str = CONFIRMED
     canceled_at: datetime | None = None
@@ -280,7 +293,7 @@ class BookingEvent:
     booking_id: uuid.UUID
     show_id: uuid.UUID
     number_of_tickets: int
-    customer_email: str
+    customer_email: str = field(repr=False)  # customer data: not in reprs
 
     @property
     def idempotency_key(self) -> uuid.UUID:

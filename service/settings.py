@@ -64,7 +64,19 @@ def _case(fold: Callable[[str], str]) -> BeforeValidator:
     return BeforeValidator(lambda value: fold(value.strip()) if isinstance(value, str) else value)
 
 
+# A bearer token travels in a header: visible ASCII, and long enough not to be guessed.
+_TOKEN = re.compile(r"[\x21-\x7e]{16,512}")
+
+
+def _token(value: SecretStr) -> SecretStr:
+    token = value.get_secret_value()
+    if token and not _TOKEN.fullmatch(token):
+        raise ValueError("must be 16 to 512 visible ASCII characters (no spaces)")
+    return value
+
+
 Seconds = Annotated[float, Field(allow_inf_nan=False)]
+Token = Annotated[SecretStr, AfterValidator(_token)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 PostgresUrl = Annotated[SecretStr, _scheme("postgresql")]
 AmqpUrl = Annotated[SecretStr, _scheme("amqp")]
@@ -124,6 +136,24 @@ class _Api(BaseSettings):
     )
     booking_max_attempts: int = setting(
         12, "tries of a transaction that lost a serialization race", ge=1, le=100
+    )
+    booking_max_queued: int = setting(
+        1_000,
+        "booking requests one API process lets wait for a transaction; past it, 503 at once",
+        ge=1,
+        le=1_000_000,
+    )
+    http_body_timeout: Seconds = setting(
+        10.0, "seconds a request body may take to arrive; then 408", ge=0.1, le=300
+    )
+    http_idle_timeout: Seconds = setting(
+        15.0,
+        "seconds a connection may stay idle or take to send a request's head; then closed",
+        ge=0.1,
+        le=3_600,
+    )
+    shows_api_token: Token = setting(
+        SecretStr(""), "bearer token `POST /shows` requires; unset: no token needed"
     )
     idempotency_key_ttl: Seconds = setting(
         86_400.0,
@@ -217,7 +247,8 @@ class Settings(_Consumers, _Relay, _Api, _Common):
         return type(self).model_validate(self.model_dump() | changes)
 
 
-SECRETS = frozenset({"database_url", "amqp_url"})  # URLs carry passwords
+SECRETS = frozenset({"database_url", "amqp_url"})  # URLs carry passwords: told masked
+TOKENS = frozenset({"shows_api_token"})  # never told at all
 
 
 def mask_password(url: str) -> str:
@@ -233,8 +264,10 @@ def _explain(error: ValidationError, given: Mapping[str, str]) -> str:
             continue
         name = str(item["loc"][0])
         raw = given.get(name, "")
-        shown = mask_password(raw) if name in SECRETS else raw
-        problems.append(f"{name.upper()}={shown!r}: {item['msg'].removeprefix('Value error, ')}")
+        shown = repr(mask_password(raw) if name in SECRETS else raw)
+        if name in TOKENS:
+            shown = "<hidden>"
+        problems.append(f"{name.upper()}={shown}: {item['msg'].removeprefix('Value error, ')}")
     return "; ".join(problems)
 
 

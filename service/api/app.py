@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from service.api import handlers
+from service.api.auth import requiring_token
 from service.api.correlation import correlation_middleware
+from service.api.docs_page import render_docs_page
 from service.api.errors import answer_for, error_middleware
 from service.api.observability import (
     BookingMetrics,
     observe_middleware,
     trace_middleware,
 )
-from service.api.state import BOOKER, SESSIONS
+from service.api.openapi import openapi_document
+from service.api.routes import ROUTES, Route
+from service.api.state import BODY_TIMEOUT, BOOKER, DOCS_PAGE, OPENAPI, SESSIONS
 from service.coalescer import Booker, BookingCoalescer, OneTransactionPerRequest
-from service.common import probes
 from service.db.booking import BookingObserver, KeyRules, book_requests
 from service.db.engine import (
     bound_lock_waits,
@@ -30,14 +33,16 @@ from service.domain import BatchDecision, Request
 from service.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024
+LINGERING_SECONDS = 2.0
+MAX_HEADERS = 64
 ENGINE = web.AppKey("engine", AsyncEngine)
 
 
 def create_app(
     settings: Settings, booking_observer: BookingObserver | None = None
 ) -> web.Application:
-    """The API. `booking_observer` hears what every booking transaction meets (by default the
-    metrics)."""
+    """The API: the routes of routes.py, and their documentation. `booking_observer` hears what
+    every booking transaction meets (by default the metrics)."""
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         middlewares=[
@@ -46,19 +51,44 @@ def create_app(
             observe_middleware,
             error_middleware,
         ],
+        handler_args=connection_limits(settings),
     )
+    app[BODY_TIMEOUT] = settings.http_body_timeout
+    token = settings.shows_api_token.get_secret_value()
+    for route in ROUTES:
+        _add(app, route, token)
+    app[OPENAPI] = openapi_document(ROUTES, token_required=bool(token))
+    app[DOCS_PAGE] = render_docs_page(app[OPENAPI])
     observer = booking_observer if booking_observer is not None else BookingMetrics()
     app.cleanup_ctx.append(partial(_database, settings=settings))
     app.cleanup_ctx.append(partial(_booker, settings=settings, observer=observer))
-    app.router.add_post("/shows", handlers.post_show)
-    app.router.add_get("/shows/{show_id}", handlers.get_show)
-    app.router.add_post("/book-tickets", handlers.post_book_tickets)
-    app.router.add_get("/bookings/{booking_id}", handlers.get_booking)
-    app.router.add_delete("/bookings/{booking_id}", handlers.delete_booking)
-    app.router.add_get("/health", probes.health)
-    app.router.add_get("/ready", handlers.ready)
-    app.router.add_get("/metrics", probes.metrics)
     return app
+
+
+def _add(app: web.Application, route: Route, token: str) -> None:
+    handler = (
+        requiring_token(token, route.handler) if route.needs_token and token else route.handler
+    )
+    if route.method == "GET":
+        app.router.add_get(route.path, handler)  # and HEAD, as aiohttp does for every GET
+    else:
+        app.router.add_route(route.method, route.path, handler)
+
+
+def connection_limits(settings: Settings) -> dict[str, Any]:
+    """How long a client may hold a connection without sending (aiohttp's RequestHandler
+    options; the app's handler_args apply under web.run_app and the test server alike)."""
+    return {
+        # Closes a connection that is idle, or has not sent a complete request head, this long
+        # after it opened or after its last answer: a slow header trickle is bounded too.
+        "keepalive_timeout": settings.http_idle_timeout,
+        # After an answer that left a body unread (a 400, a 408), read and drop the rest for
+        # at most this long, then close: a client gets to read the answer, not to hold on.
+        "lingering_time": LINGERING_SECONDS,
+        # Compressed bodies are refused (bodies.py); never inflated, so no zip bomb.
+        "auto_decompress": False,
+        "max_headers": MAX_HEADERS,
+    }
 
 
 async def _database(app: web.Application, settings: Settings) -> AsyncIterator[None]:
@@ -87,10 +117,14 @@ async def _booker(
 
     booker: Booker = (
         BookingCoalescer(
-            book, settings.booking_batch_max, settings.booking_lanes, settings.booking_max_wait
+            book,
+            settings.booking_batch_max,
+            settings.booking_lanes,
+            settings.booking_max_wait,
+            settings.booking_max_queued,
         )
         if settings.booking_coalescing
-        else OneTransactionPerRequest(book)
+        else OneTransactionPerRequest(book, settings.booking_max_queued)
     )
     app[BOOKER] = booker
     yield

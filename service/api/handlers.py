@@ -1,22 +1,21 @@
-"""Thin handlers: parse, call one operation, answer. Errors go to the one map in errors.py."""
+"""Thin handlers: call one operation, answer. A handler with a body gets it parsed (routes.py
+reads it, bodies.py parses it); errors go to the one map in errors.py."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel
 from sqlalchemy import text
 
 from service.api.correlation import correlation_id_of
 from service.api.errors import InvalidRequest, error_response
 from service.api.observability import counted_booking
 from service.api.schemas import BookTicketsBody, NewShowBody
-from service.api.state import BOOKER, SESSIONS
+from service.api.state import BOOKER, BOOKING_ID, DOCS_PAGE, OPENAPI, SESSIONS
 from service.common.tracing import current_traceparent
 from service.db import booking, shows
 from service.domain import (
@@ -29,25 +28,10 @@ from service.domain import (
     StoredAnswer,
 )
 
-M = TypeVar("M", bound=BaseModel)
-
 IDEMPOTENCY_KEY = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 # 1-255 visible ASCII characters: what fits the key column and survives any proxy unchanged.
 _VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")
-
-
-async def _parse(request: web.Request, model: type[M]) -> M:
-    if request.content_type != "application/json":
-        raise InvalidRequest("Content-Type must be application/json")
-    raw = await request.read()  # raises 413 past the app's client_max_size
-    try:
-        body: Any = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidRequest("body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object")
-    return model.model_validate_json(raw)
 
 
 def _uuid_in_path(request: web.Request, name: str, not_found: Exception) -> uuid.UUID:
@@ -57,8 +41,7 @@ def _uuid_in_path(request: web.Request, name: str, not_found: Exception) -> uuid
         raise not_found from None
 
 
-async def post_show(request: web.Request) -> web.Response:
-    body = await _parse(request, NewShowBody)
+async def post_show(request: web.Request, body: NewShowBody) -> web.Response:
     show = shows.NewShow(
         body.dead_nation_id, body.number_of_tickets, body.start_time, body.title, body.venue
     )
@@ -80,9 +63,8 @@ def _idempotency_key(request: web.Request) -> str | None:
     return keys[0]
 
 
-async def post_book_tickets(request: web.Request) -> web.Response:
+async def post_book_tickets(request: web.Request, body: BookTicketsBody) -> web.Response:
     key = _idempotency_key(request)
-    body = await _parse(request, BookTicketsBody)
     wanted = BookingRequest(
         show_id=body.show_id,
         number_of_tickets=body.number_of_tickets,
@@ -91,6 +73,7 @@ async def post_book_tickets(request: web.Request) -> web.Response:
         key=IdempotencyKey(key, body.fingerprint()) if key is not None else None,
         traceparent=current_traceparent(),
     )
+    request[BOOKING_ID] = wanted.booking_id
     with counted_booking() as counted:
         replayed = await request.app[BOOKER].book(wanted)
         counted.replayed = replayed is not None
@@ -117,6 +100,7 @@ async def get_booking(request: web.Request) -> web.Response:
 async def delete_booking(request: web.Request) -> web.Response:
     """Cancel a booking; cancelling it again answers the same and changes nothing."""
     booking_id = _uuid_in_path(request, "booking_id", BookingNotFound())
+    request[BOOKING_ID] = booking_id
     found = await booking.find_booking(request.app[SESSIONS], booking_id)
     if not found.is_canceled:
         # Through the show's booking lane: cancellations share the bookings' transactions.
@@ -149,3 +133,11 @@ async def ready(request: web.Request) -> web.Response:
     except Exception as error:  # any failure to answer means not ready
         return error_response(503, f"database unavailable: {type(error).__name__}")
     return web.json_response({"status": "ready"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
+
+
+async def docs(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[DOCS_PAGE], content_type="text/html")

@@ -22,6 +22,7 @@ from service.domain import (
     ContentionExhausted,
     NotEnoughSeats,
     ShowNotFound,
+    TooManyWaiting,
 )
 
 access_log = logging.getLogger("tickets.access")
@@ -95,6 +96,7 @@ _REFUSED: dict[type[Exception], Counter] = {
     ShowNotFound: metrics.BOOKINGS.labels("unknown_show"),
     ContentionExhausted: metrics.BOOKINGS.labels("busy"),
     RetriesExhausted: metrics.BOOKINGS.labels("busy"),
+    TooManyWaiting: metrics.BOOKINGS.labels("busy"),
 }
 
 

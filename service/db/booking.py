@@ -16,18 +16,19 @@ find_booking    one booking, for GET and DELETE /bookings/{id}
 from __future__ import annotations
 
 import json
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select, text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import idempotency
-from service.db.engine import is_lock_timeout, retry_serializable
+from service.common.outages import is_database_outage
+from service.db.engine import RetriesExhausted, is_lock_timeout, retry_serializable
 from service.db.tables import bookings
 from service.domain import (
     BatchDecision,
@@ -46,6 +47,8 @@ from service.domain import (
     decide_for_shows,
 )
 from service.idempotency import AnswerFor, StoredKey
+
+log = logging.getLogger(__name__)
 
 
 class BookingObserver(Protocol):
@@ -117,12 +120,54 @@ async def book_requests(
 
     try:
         decision = await retry_serializable(transaction, max_attempts, observer.retried)
-    except DBAPIError as error:
+    except RetriesExhausted:
+        raise
+    except Exception as error:
         if is_lock_timeout(error):
             raise ContentionExhausted() from error
-        raise
+        if is_database_outage(error):
+            raise
+        raise booking_failed(requests, error) from None
     observer.committed(decision)
     return decision
+
+
+class BookingFailed(Exception):
+    """A booking transaction failed for a reason that is neither an outage nor contention: a
+    bug, or a broken invariant. Told by the kind of error and the booking ids, never with the
+    driver's message, which can quote a row (DETAIL: Failing row contains (..., e-mail, ...))."""
+
+    def __init__(self, kind: str, booking_ids: Iterable[uuid.UUID]) -> None:
+        super().__init__(f"booking transaction failed: {kind}")
+        self.booking_ids = list(booking_ids)
+
+
+def booking_failed(requests: Sequence[Request], error: Exception) -> BookingFailed:
+    """`error` as a BookingFailed with its traceback (where it happened) but not its message,
+    logged once for the whole batch."""
+    failure = BookingFailed(error_kind(error), (r.booking_id for r in requests))
+    failure = failure.with_traceback(error.__traceback__)
+    ids = ", ".join(str(booking_id) for booking_id in failure.booking_ids)
+    log.error("%s; bookings not made: %s", failure, ids, exc_info=failure)
+    return failure
+
+
+def error_kind(error: BaseException) -> str:
+    """The error's class, and for a database error its SQLSTATE and the schema object it names:
+    enough to find the bug, and no data."""
+    driver = getattr(error, "orig", None)
+    driver = getattr(driver, "__cause__", None) or driver or error
+    parts = [type(driver).__name__]
+    for label, attribute in (
+        ("SQLSTATE", "sqlstate"),
+        ("constraint", "constraint_name"),
+        ("table", "table_name"),
+        ("column", "column_name"),
+    ):
+        value = getattr(driver, attribute, None)
+        if isinstance(value, str) and value:
+            parts.append(f"{label} {value}")
+    return ", ".join(parts)
 
 
 async def _book(

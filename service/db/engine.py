@@ -38,6 +38,9 @@ def create_engine(database_url: str, pool_size: int = 10, pre_ping: bool = True)
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
+        # Statement parameters hold customer e-mails (up to a whole batch of them): never put
+        # them in an error message, which ends up in a log.
+        hide_parameters=True,
         # Fail fast when PostgreSQL is away: a buyer waiting a minute is worse than a quick 503.
         pool_timeout=timeouts.POOL_CHECKOUT,
         connect_args={

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.tables import shows
-from service.domain import ShowNotFound
+from service.domain import ShowConflict, ShowNotFound
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,9 @@ class NewShow:
 async def create_show(
     sessions: async_sessionmaker[AsyncSession], show: NewShow
 ) -> tuple[uuid.UUID, bool]:
-    """Create a show; the same dead_nation_id again returns the existing show (created=False)."""
+    """Create a show. The same dead_nation_id again with the same details returns the existing
+    show (created=False); with other details, ShowConflict: the first one stands, and a second
+    caller cannot take over (or squat) a show by sending other numbers for it."""
     async with sessions() as session, session.begin():
         created = (
             await session.execute(
@@ -49,10 +51,22 @@ async def create_show(
             return created, True
         existing = (
             await session.execute(
-                select(shows.c.show_id).where(shows.c.dead_nation_id == show.dead_nation_id)
+                select(shows).where(shows.c.dead_nation_id == show.dead_nation_id)
             )
-        ).scalar_one()
-        return existing, False
+        ).one()
+    if not _same_details(existing, show):
+        raise ShowConflict()
+    return existing.show_id, False
+
+
+def _same_details(row: Row[Any], show: NewShow) -> bool:
+    # Datetimes with offsets compare as instants: 20:00+01:00 is 19:00Z, the same start.
+    return (row.number_of_tickets, row.start_time, row.title, row.venue) == (
+        show.number_of_tickets,
+        show.start_time,
+        show.title,
+        show.venue,
+    )
 
 
 async def get_show(

@@ -40,7 +40,7 @@ async def test_a_one_behind_a_refused_five_is_booked_in_the_same_batch(
         batches.append([r.number_of_tickets for r in requests if isinstance(r, BookingRequest)])
         return await book_requests(sessions, requests, max_attempts=5)
 
-    coalescer = BookingCoalescer(book, batch_max=100, lanes=1, max_wait=BOUND)
+    coalescer = BookingCoalescer(book, batch_max=100, lanes=1, max_wait=BOUND, max_queued=1000)
     show_id = await new_show(sessions, 4)
     async with asyncio.timeout(BOUND):
         async with show_row_locked(db, show_id):
@@ -128,3 +128,37 @@ async def test_waits_are_bounded_then_busy_and_nothing_is_booked(
             after = await client.post("/book-tickets", json=booking_body(show_id, 1))
             assert after.status == 201
     assert await assert_show_consistent(db, show_id) == 1
+
+
+async def test_past_booking_max_queued_a_request_is_refused_at_once_and_never_booked(
+    settings: Settings, db: asyncpg.Connection, database_url: str
+) -> None:
+    bounded = settings.replaced(booking_max_queued=2)
+    async with TestClient(TestServer(create_app(bounded))) as client:
+        show_id = await create_show_over_http(client, 10)
+        booker = client.app[BOOKER]
+        assert isinstance(booker, BookingCoalescer)
+        async with asyncio.timeout(BOUND):
+            async with show_row_locked(db, show_id):
+                # One transaction blocked on the lock (in a batch: not waiting), two waiting.
+                blocked = asyncio.create_task(
+                    client.post("/book-tickets", json=booking_body(show_id, 1))
+                )
+                await until_waiting_for_lock(database_url)
+                waiting = [
+                    asyncio.create_task(client.post("/book-tickets", json=booking_body(show_id, 2)))
+                    for _ in range(2)
+                ]
+
+                async def both_queued() -> bool:
+                    return booker.queued(uuid.UUID(show_id)) == 2
+
+                await until(both_queued)
+                # The third in line is one too many: 503 at once, while the lock is still held.
+                refused = await client.post("/book-tickets", json=booking_body(show_id, 4))
+                assert refused.status == 503
+                assert refused.headers["Retry-After"] == "1"
+                assert await refused.json() == {"error": "too many bookings waiting, please retry"}
+            answers = await asyncio.gather(blocked, *waiting)
+            assert [a.status for a in answers] == [201, 201, 201]
+    assert await assert_show_consistent(db, show_id) == 5  # 1 + 2 + 2, never the refused 4

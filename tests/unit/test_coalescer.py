@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from service.coalescer import BookingCoalescer
+from service.coalescer import BookingCoalescer, OneTransactionPerRequest
 from service.domain import (
     BatchDecision,
     BookingRequest,
@@ -17,6 +17,7 @@ from service.domain import (
     Request,
     ShowNotFound,
     StoredAnswer,
+    TooManyWaiting,
     decide_for_shows,
 )
 
@@ -99,7 +100,7 @@ async def queue(
 async def test_requests_queued_behind_a_batch_are_booked_together_in_arrival_order() -> None:
     async with asyncio.timeout(BOUND):
         fake = FakeTransactions({SHOW: Capacity(4, 0)})
-        coalescer = BookingCoalescer(fake.book, batch_max=100, lanes=1, max_wait=5)
+        coalescer = BookingCoalescer(fake.book, batch_max=100, lanes=1, max_wait=5, max_queued=1000)
         first = await first_batch_blocked(coalescer, fake, req(1))
         five, one = await queue(coalescer, req(5), req(1))
         fake.gate.set()
@@ -113,7 +114,7 @@ async def test_requests_queued_behind_a_batch_are_booked_together_in_arrival_ord
 async def test_batch_size_is_bounded() -> None:
     async with asyncio.timeout(BOUND):
         fake = FakeTransactions({SHOW: Capacity(100, 0)})
-        coalescer = BookingCoalescer(fake.book, batch_max=2, lanes=1, max_wait=5)
+        coalescer = BookingCoalescer(fake.book, batch_max=2, lanes=1, max_wait=5, max_queued=1000)
         first = await first_batch_blocked(coalescer, fake, req(1))
         queued = await queue(coalescer, *(req(n) for n in (2, 3, 4, 5, 6)))
         fake.gate.set()
@@ -124,7 +125,9 @@ async def test_batch_size_is_bounded() -> None:
 async def test_waiting_is_bounded_and_a_request_that_waited_too_long_is_never_booked() -> None:
     async with asyncio.timeout(BOUND):
         fake = FakeTransactions({SHOW: Capacity(100, 0)})
-        coalescer = BookingCoalescer(fake.book, batch_max=100, lanes=1, max_wait=0.05)
+        coalescer = BookingCoalescer(
+            fake.book, batch_max=100, lanes=1, max_wait=0.05, max_queued=1000
+        )
         first = await first_batch_blocked(coalescer, fake, req(1))
         late = req(2)
         (waiting,) = await queue(coalescer, late)
@@ -142,7 +145,7 @@ async def test_waiting_is_bounded_and_a_request_that_waited_too_long_is_never_bo
 async def test_a_failed_transaction_fails_only_its_own_batch() -> None:
     async with asyncio.timeout(BOUND):
         fake = FakeTransactions({SHOW: Capacity(100, 0), OTHER_LANE_SHOW: Capacity(100, 0)})
-        coalescer = BookingCoalescer(fake.book, batch_max=100, lanes=2, max_wait=5)
+        coalescer = BookingCoalescer(fake.book, batch_max=100, lanes=2, max_wait=5, max_queued=1000)
         doomed = req(1)
         fake.failing.add(doomed.booking_id)
         first = await first_batch_blocked(coalescer, fake, doomed)
@@ -160,7 +163,7 @@ async def test_a_failed_transaction_fails_only_its_own_batch() -> None:
 async def test_unknown_show_is_refused_alone() -> None:
     async with asyncio.timeout(BOUND):
         fake = FakeTransactions({SHOW: Capacity(100, 0)})
-        coalescer = BookingCoalescer(fake.book, batch_max=100, lanes=1, max_wait=5)
+        coalescer = BookingCoalescer(fake.book, batch_max=100, lanes=1, max_wait=5, max_queued=1000)
         first = await first_batch_blocked(coalescer, fake, req(1))
         nowhere, fine = await queue(coalescer, req(1, uuid.uuid4()), req(1))
         fake.gate.set()
@@ -174,7 +177,7 @@ async def test_unknown_show_is_refused_alone() -> None:
 async def test_caller_gone_before_its_batch_is_withdrawn_and_in_a_batch_is_booked() -> None:
     async with asyncio.timeout(BOUND):
         fake = FakeTransactions({SHOW: Capacity(100, 0)})
-        coalescer = BookingCoalescer(fake.book, batch_max=100, lanes=1, max_wait=5)
+        coalescer = BookingCoalescer(fake.book, batch_max=100, lanes=1, max_wait=5, max_queued=1000)
         in_batch = req(1)
         first = await first_batch_blocked(coalescer, fake, in_batch)
         gone_early, stays = req(2), req(3)
@@ -190,3 +193,37 @@ async def test_caller_gone_before_its_batch_is_withdrawn_and_in_a_batch_is_booke
         assert fake.sizes() == [[1], [3]]
         assert fake.capacities[SHOW].tickets_booked == 4
         await coalescer.close()
+
+
+async def test_requests_past_max_queued_are_refused_at_once_and_never_booked() -> None:
+    async with asyncio.timeout(BOUND):
+        fake = FakeTransactions({SHOW: Capacity(100, 0)})
+        coalescer = BookingCoalescer(fake.book, batch_max=100, lanes=1, max_wait=5, max_queued=2)
+        first = await first_batch_blocked(coalescer, fake, req(1))  # in a batch: not waiting
+        waiting = await queue(coalescer, req(2), req(3))
+        refused = req(4)
+        with pytest.raises(TooManyWaiting):
+            await coalescer.book(refused)
+        fake.gate.set()
+        await asyncio.gather(first, *waiting)
+        assert fake.sizes() == [[1], [2, 3]]
+        assert not fake.booked(refused)
+        # The queue drained: room again.
+        await coalescer.book(req(5))
+        assert fake.sizes()[-1] == [5]
+
+
+async def test_one_transaction_per_request_bounds_requests_in_flight() -> None:
+    async with asyncio.timeout(BOUND):
+        fake = FakeTransactions({SHOW: Capacity(100, 0)})
+        booker = OneTransactionPerRequest(fake.book, max_queued=1)
+        first = req(1)
+        fake.held.add(first.booking_id)
+        running = asyncio.create_task(booker.book(first))
+        await fake.started.wait()
+        with pytest.raises(TooManyWaiting):
+            await booker.book(req(2))
+        fake.gate.set()
+        await running
+        await booker.book(req(3))
+        assert fake.sizes() == [[1], [3]]

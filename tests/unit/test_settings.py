@@ -97,3 +97,55 @@ def test_bad_coalescing_value_names_the_variable(name: str, value: str) -> None:
 def test_several_workers_need_a_fixed_port() -> None:
     with pytest.raises(SettingsError, match="API_WORKERS"):
         Settings.from_env({"API_WORKERS": "2", "HTTP_PORT": "0"})
+
+
+def test_the_issue_11_bounds_and_their_defaults() -> None:
+    settings = Settings.from_env({})
+    assert (settings.http_body_timeout, settings.http_idle_timeout) == (10.0, 15.0)
+    assert settings.booking_max_queued == 1000
+    assert settings.shows_api_token.get_secret_value() == ""  # no token: POST /shows is open
+    given = Settings.from_env({"BOOKING_MAX_QUEUED": "50", "HTTP_BODY_TIMEOUT": "2.5"})
+    assert (given.booking_max_queued, given.http_body_timeout) == (50, 2.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BOOKING_MAX_QUEUED", "0"),
+        ("HTTP_BODY_TIMEOUT", "0"),
+        ("HTTP_BODY_TIMEOUT", "inf"),
+        ("HTTP_IDLE_TIMEOUT", "-1"),
+    ],
+)
+def test_bad_bound_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    "token", ["short", "has a space in it, sixteen+", "t\u00f6ken-0123456789abcdef"]
+)
+def test_a_bad_token_is_refused_without_being_shown(token: str) -> None:
+    with pytest.raises(SettingsError, match="SHOWS_API_TOKEN=<hidden>") as refused:
+        Settings.from_env({"SHOWS_API_TOKEN": token})
+    assert token not in str(refused.value)
+
+
+def test_a_token_is_kept_secret() -> None:
+    settings = Settings.from_env({"SHOWS_API_TOKEN": "0123456789abcdef-secret"})
+    assert settings.shows_api_token.get_secret_value() == "0123456789abcdef-secret"
+    assert "0123456789abcdef-secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "shown"),
+    [
+        ("DATABASE_URL", "mysql://app:hunter2@db/tickets", "mysql://app:***@db/tickets"),
+        ("AMQP_URL", "http://u:hunter2@mq:5672/", "http://u:***@mq:5672/"),
+    ],
+)
+def test_a_bad_url_is_told_with_its_password_masked(name: str, url: str, shown: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({name: url})
+    assert f"{name}={shown!r}" in str(refused.value)
+    assert "hunter2" not in str(refused.value)

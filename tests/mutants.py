@@ -1,0 +1,245 @@
+"""make mutants: break each guarantee on purpose and check that a test notices.
+
+Each mutant is one small edit to the code that holds a guarantee (the edit a careless change
+could make), with the tests that should fail because of it. For each: copy the repository to a
+temporary directory, apply the edit there, run those tests; the mutant is killed when they fail,
+survives when they pass. The run fails if any survives, if an edit no longer applies (the code
+moved: update the list), or if the unmutated copy does not pass the same tests.
+
+    uv run --frozen python -m tests.mutants [NAME ...]
+
+Slow (a few minutes): not part of `make test`. docs/TESTING.md keeps the last result and the
+list of guarantee -> test that proves it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    guarantee: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTANTS = [
+    Mutant(
+        "read-committed",
+        "a show's outbox ids follow its commit order (SERIALIZABLE)",
+        "service/db/engine.py",
+        'isolation_level="SERIALIZABLE"',
+        'isolation_level="READ COMMITTED"',
+        ("tests/integration/test_outbox_order.py",),
+    ),
+    Mutant(
+        "outbox-in-its-own-statement",
+        "the outbox row is written with its booking, in one statement",
+        "service/db/booking.py",
+        "        written = (await session.execute(BOOK, parameters)).one()",
+        "        written = (await session.execute(BOOK, parameters)).one()\n"
+        "        await session.execute(text('DELETE FROM outbox WHERE event_id = ANY(CAST(:e"
+        " AS uuid[]))'), {'e': parameters['event_ids']})",
+        ("tests/unit/test_booking_statement.py", "tests/integration/test_api_contract.py"),
+    ),
+    Mutant(
+        "no-capacity-check",
+        "never more tickets than a show has (the capacity rule)",
+        "service/domain.py",
+        "        if request.number_of_tickets <= available:",
+        "        if True:",
+        ("tests/unit/test_domain.py", "tests/integration/test_booking_races.py"),
+    ),
+    Mutant(
+        "retries-exhausted-is-a-500",
+        "exhausted serialization retries answer 503 + Retry-After",
+        "service/api/errors.py",
+        "    except RetriesExhausted as error:",
+        "    except ZeroDivisionError as error:",
+        ("tests/integration/test_busy_answers.py",),
+    ),
+    Mutant(
+        "pool-timeout-is-a-500",
+        "no pooled connection in time answers 503 + Retry-After",
+        "service/common/outages.py",
+        "    if isinstance(error, sqlalchemy.exc.TimeoutError):",
+        "    if isinstance(error, KeyboardInterrupt):",
+        ("tests/integration/test_busy_answers.py",),
+    ),
+    Mutant(
+        "show-sales-without-inbox",
+        "show_sales applies a redelivered event once (inbox)",
+        "consumers/show_sales.py",
+        "            if not await claim(conn, NAME, message_id):\n                return False",
+        "            await claim(conn, NAME, message_id)",
+        ("tests/integration/test_consumers_show_sales.py",),
+    ),
+    Mutant(
+        "api-workers-ignored",
+        "API_WORKERS runs that many processes",
+        "service/__main__.py",
+        "    if settings.api_workers == 1:",
+        "    if True:",
+        ("tests/e2e/test_probes.py",),
+    ),
+    Mutant(
+        "relay-never-gives-up-the-lead",
+        "a standby takes over from a crashed leader",
+        "service/relay/leader.py",
+        "            if await guarded(POSTGRESQL, try_lead(conn)):",
+        "            if self._stopping.is_set():",
+        ("tests/e2e/test_relay_takeover.py",),
+    ),
+    Mutant(
+        "driver-message-in-the-log",
+        "no customer e-mail in a log when a booking transaction fails",
+        "service/db/booking.py",
+        "        raise booking_failed(requests, error) from None",
+        "        raise",
+        ("tests/e2e/test_no_secrets_in_logs.py",),
+    ),
+    Mutant(
+        "body-read-unbounded",
+        "a body that does not arrive within HTTP_BODY_TIMEOUT gets 408",
+        "service/api/bodies.py",
+        "        async with asyncio.timeout(within):",
+        "        async with asyncio.timeout(None):",
+        ("tests/integration/test_slow_clients.py",),
+    ),
+    Mutant(
+        "show-squatting",
+        "the same dead_nation_id with other details is 409",
+        "service/db/shows.py",
+        "    if not _same_details(existing, show):",
+        "    if False:",
+        ("tests/integration/test_shows_protection.py",),
+    ),
+    Mutant(
+        "token-not-checked",
+        "POST /shows needs the bearer token when one is set",
+        "service/api/auth.py",
+        '        if scheme.lower() != "bearer" or not matches:',
+        "        if False:",
+        ("tests/integration/test_shows_protection.py",),
+    ),
+    Mutant(
+        "queue-unbounded",
+        "past BOOKING_MAX_QUEUED waiting requests, 503 at once",
+        "service/coalescer.py",
+        "        if self._queued >= self._max_queued:",
+        "        if False:",
+        ("tests/unit/test_coalescer.py", "tests/integration/test_coalescing.py"),
+    ),
+    Mutant(
+        "key-answer-overwritten",
+        "a repeat with an Idempotency-Key gets the stored answer and books nothing",
+        "service/db/booking.py",
+        "        WHERE stored.created_at < :expired_before",
+        "        WHERE true",
+        ("tests/integration/test_idempotency.py",),
+    ),
+    Mutant(
+        "cancel-gives-back-twice",
+        "a second cancellation changes nothing",
+        "service/domain.py",
+        "        elif booking.is_canceled:",
+        "        elif False:",
+        ("tests/unit/test_domain.py", "tests/integration/test_cancellation.py"),
+    ),
+    Mutant(
+        "provider-ticket-kept-after-cancel",
+        "a booking canceled while its ticket is made leaves no ticket at the provider",
+        "consumers/ticket_provider.py",
+        "            if (await self._booking(event)).status == CANCELED:",
+        "            if False:",
+        ("tests/integration/test_consumers_ticket_provider.py",),
+    ),
+    Mutant(
+        "nul-stored",
+        "no input gets a 5xx (a NUL in a name reaches PostgreSQL)",
+        "service/api/schemas.py",
+        "    if _CONTROL_CHARACTER.search(value):",
+        "    if False:",
+        ("tests/integration/test_hostile_input.py",),
+    ),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.mutants")
+    parser.add_argument("names", nargs="*", help="only these mutants (default: all)")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
+    with tempfile.TemporaryDirectory(prefix="tickets-mutants-") as scratch:
+        copy = Path(scratch) / "repo"
+        _copy_repository(copy)
+        results = [_run(mutant, copy) for mutant in chosen]
+    print("\n| mutant | guarantee | tests | result |\n|---|---|---|---|")
+    for mutant, (result, seconds) in zip(chosen, results, strict=True):
+        tests = ", ".join(f"`{t}`" for t in mutant.tests)
+        print(f"| `{mutant.name}` | {mutant.guarantee} | {tests} | {result} ({seconds:.0f} s) |")
+    bad = [m.name for m, (result, _) in zip(chosen, results, strict=True) if result != "killed"]
+    if bad:
+        print(f"\nNOT KILLED: {', '.join(bad)}", file=sys.stderr)
+        return 1
+    print(f"\nall {len(chosen)} mutants killed")
+    return 0
+
+
+def _copy_repository(to: Path) -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in tracked:
+        source = ROOT / name
+        if source.is_file():
+            (to / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, to / name)
+
+
+def _run(mutant: Mutant, copy: Path) -> tuple[str, float]:
+    started = time.monotonic()
+    target = copy / mutant.path
+    original = target.read_text()
+    if original.count(mutant.old) != 1:
+        return "STALE: the code to mutate is not there exactly once", 0.0
+    if not _tests_pass(copy, mutant.tests):
+        return "BROKEN: the tests fail without the mutation", time.monotonic() - started
+    target.write_text(original.replace(mutant.old, mutant.new))
+    try:
+        survived = _tests_pass(copy, mutant.tests)
+    finally:
+        target.write_text(original)
+    print(f"{mutant.name}: {'SURVIVED' if survived else 'killed'}", flush=True)
+    return ("SURVIVED" if survived else "killed"), time.monotonic() - started
+
+
+def _tests_pass(copy: Path, tests: tuple[str, ...]) -> bool:
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+    )
+    return run.returncode == 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
