@@ -73,12 +73,12 @@ class _Lane:
 class Booker(Protocol):
     async def book(self, request: BookingRequest) -> StoredAnswer | None:
         """None: booked now; a stored answer: the one given before for its Idempotency-Key.
-        Raises NotEnoughSeats, ShowNotFound, IdempotencyKeyReused, ContentionExhausted or
-        RetriesExhausted."""
+        Raises NotEnoughSeats, ShowNotFound, IdempotencyKeyReused, ContentionExhausted,
+        TooManyWaiting or RetriesExhausted."""
 
     async def cancel(self, request: CancelRequest) -> Booking:
-        """The booking, canceled (now or before). Raises BookingNotFound, ContentionExhausted
-        or RetriesExhausted."""
+        """The booking, canceled (now or before). Raises BookingNotFound, ContentionExhausted,
+        TooManyWaiting or RetriesExhausted."""
 
     async def close(self) -> None: ...
 
