@@ -1,7 +1,9 @@
-"""BookingMade as it arrives from RabbitMQ: parsed strictly, or refused as a poison message.
+"""A booking's event as it arrives from RabbitMQ (BookingMade or BookingCanceled, told apart by
+the AMQP `type`): parsed strictly, or refused as a poison message.
 
 Pure: bytes in, an event or PoisonMessage out. A message refused here can never succeed, however
-often it is retried, so the runner sends it straight to the dead-letter queue.
+often it is retried, so the runner sends it straight to the dead-letter queue. A message without
+a `type` is refused too: taking a cancellation for a booking would do the opposite of its intent.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from typing import Annotated
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from service.common.validation import describe
-from service.domain import BookingMade
+from service.domain import BookingCanceled, BookingEvent, BookingMade
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=1_000)]
 
 
 class PoisonMessage(ValueError):
-    """The message is not a BookingMade this consumer can read; the text says why."""
+    """The message is not an event this consumer can read; the text says why."""
 
 
 class _Strict(BaseModel):
@@ -31,7 +33,7 @@ class _Header(_Strict):
     published_at: AwareDatetime
 
 
-class _BookingMadeBody(_Strict):
+class _BookingEventBody(_Strict):
     header: _Header
     booking_id: uuid.UUID
     show_id: uuid.UUID
@@ -39,18 +41,30 @@ class _BookingMadeBody(_Strict):
     customer_email: NonEmpty
 
 
-def parse_booking_made(body: bytes, message_id: str | None) -> tuple[uuid.UUID, BookingMade]:
+EVENTS: dict[str, type[BookingEvent]] = {
+    BookingMade.name: BookingMade,
+    BookingCanceled.name: BookingCanceled,
+}
+
+
+def parse_event(
+    body: bytes, message_id: str | None, event_type: str | None
+) -> tuple[uuid.UUID, BookingEvent]:
     """The deduplication key and the event, or PoisonMessage.
 
     The key is the AMQP message_id (the contract sets it to header.id); a message without one
     falls back to header.id, so a producer that forgot the property is still deduplicated.
     """
+    kind = EVENTS.get(event_type or "")
+    if kind is None:
+        shown = "none" if event_type is None else repr(event_type[:64])
+        raise PoisonMessage(f"type {shown} is not one of {', '.join(EVENTS)}")
     try:
-        parsed = _BookingMadeBody.model_validate_json(body)
+        parsed = _BookingEventBody.model_validate_json(body)
     except ValidationError as error:
         raise PoisonMessage(describe(error)) from None
     key = parsed.header.id if not message_id else _uuid(message_id)
-    event = BookingMade(
+    event = kind(
         event_id=parsed.header.id,
         published_at=parsed.header.published_at,
         booking_id=parsed.booking_id,

@@ -1,6 +1,7 @@
 """The queues of one consumer, and their declaration on RabbitMQ.
 
     events (topic) ──BookingMade──▶ {prefix}{name}            the main queue: the consumer reads it
+                   ─BookingCanceled─▶ (the same queue)
     retry copy ─▶ {prefix}{name}.retry.{ms}   x-message-ttl=ms, dead-letters back to the main queue
     given up    ─▶ {prefix}{name}.dlq          kept until `dlq redrive` or a person looks
 
@@ -17,7 +18,10 @@ from dataclasses import dataclass
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from service.broker import declare_events_exchange
-from service.domain import BOOKING_MADE
+from service.domain import BOOKING_CANCELED, BOOKING_MADE
+
+# Every consumer hears both of a booking's events: one that books must also hear it undone.
+ROUTING_KEYS = (BOOKING_MADE, BOOKING_CANCELED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +53,8 @@ async def declare(
     """
     events = await declare_events_exchange(channel, events_exchange)
     main = await channel.declare_queue(topology.main, durable=True)
-    await main.bind(events, routing_key=BOOKING_MADE)
+    for routing_key in ROUTING_KEYS:
+        await main.bind(events, routing_key=routing_key)
     await channel.declare_queue(topology.dead_letter, durable=True)
     for delay_ms in sorted(set(topology.retry_delays_ms)):
         await channel.declare_queue(

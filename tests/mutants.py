@@ -49,9 +49,8 @@ MUTANTS = [
         "outbox-in-its-own-statement",
         "the outbox row is written with its booking, in one statement",
         "service/db/booking.py",
-        "        await session.execute(BOOK, book_parameters(decision, datetime.now(UTC)))",
-        "        parameters = book_parameters(decision, datetime.now(UTC))\n"
-        "        await session.execute(BOOK, parameters)\n"
+        "        written = (await session.execute(BOOK, parameters)).one()",
+        "        written = (await session.execute(BOOK, parameters)).one()\n"
         "        await session.execute(text('DELETE FROM outbox WHERE event_id = ANY(CAST(:e"
         " AS uuid[]))'), {'e': parameters['event_ids']})",
         ("tests/unit/test_booking_statement.py", "tests/integration/test_api_contract.py"),
@@ -143,6 +142,30 @@ MUTANTS = [
         "        if self._queued >= self._max_queued:",
         "        if False:",
         ("tests/unit/test_coalescer.py", "tests/integration/test_coalescing.py"),
+    ),
+    Mutant(
+        "key-answer-overwritten",
+        "a repeat with an Idempotency-Key gets the stored answer and books nothing",
+        "service/db/booking.py",
+        "        WHERE stored.created_at < :expired_before",
+        "        WHERE true",
+        ("tests/integration/test_idempotency.py",),
+    ),
+    Mutant(
+        "cancel-gives-back-twice",
+        "a second cancellation changes nothing",
+        "service/domain.py",
+        "        elif booking.is_canceled:",
+        "        elif False:",
+        ("tests/unit/test_domain.py", "tests/integration/test_cancellation.py"),
+    ),
+    Mutant(
+        "provider-ticket-kept-after-cancel",
+        "a booking canceled while its ticket is made leaves no ticket at the provider",
+        "consumers/ticket_provider.py",
+        "            if (await self._booking(event)).status == CANCELED:",
+        "            if False:",
+        ("tests/integration/test_consumers_ticket_provider.py",),
     ),
     Mutant(
         "nul-stored",

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from service.api.auth import requiring_token
 from service.api.correlation import correlation_middleware
 from service.api.docs_page import render_docs_page
-from service.api.errors import error_middleware
+from service.api.errors import answer_for, error_middleware
 from service.api.observability import (
     BookingMetrics,
     observe_middleware,
@@ -22,14 +22,14 @@ from service.api.openapi import openapi_document
 from service.api.routes import ROUTES, Route
 from service.api.state import BODY_TIMEOUT, BOOKER, DOCS_PAGE, OPENAPI, SESSIONS
 from service.coalescer import Booker, BookingCoalescer, OneTransactionPerRequest
-from service.db.booking import BookingObserver, book_requests
+from service.db.booking import BookingObserver, KeyRules, book_requests
 from service.db.engine import (
     bound_lock_waits,
     create_engine,
     refuse_closed_connections,
     serializable_sessions,
 )
-from service.domain import BatchDecision, BookingRequest
+from service.domain import BatchDecision, Request
 from service.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024
@@ -105,12 +105,14 @@ async def _database(app: web.Application, settings: Settings) -> AsyncIterator[N
 async def _booker(
     app: web.Application, settings: Settings, observer: BookingObserver
 ) -> AsyncIterator[None]:
-    """Bookings go through a coalescer (or, with coalescing off, one transaction each)."""
+    """Bookings and cancellations go through a coalescer (or, with coalescing off, one
+    transaction each). A keyed request's answer is stored as the error map renders it."""
     booking_sessions = serializable_sessions(app[ENGINE])
+    keys = KeyRules(answer_for, settings.idempotency_key_ttl)
 
-    async def book(requests: list[BookingRequest]) -> BatchDecision:
+    async def book(requests: list[Request]) -> BatchDecision:
         return await book_requests(
-            booking_sessions, requests, settings.booking_max_attempts, observer
+            booking_sessions, requests, settings.booking_max_attempts, observer, keys
         )
 
     booker: Booker = (

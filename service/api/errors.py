@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -15,11 +16,15 @@ from service.db.booking import BookingFailed
 from service.db.engine import RetriesExhausted
 from service.domain import (
     BookingNotFound,
+    BookingRequest,
     ContentionExhausted,
     DomainError,
+    IdempotencyKeyReused,
     NotEnoughSeats,
+    Outcome,
     ShowConflict,
     ShowNotFound,
+    StoredAnswer,
     TooManyWaiting,
 )
 
@@ -32,6 +37,7 @@ STATUS: dict[type[DomainError], int] = {
     NotEnoughSeats: 400,
     ShowNotFound: 404,
     BookingNotFound: 404,
+    IdempotencyKeyReused: 422,
     ShowConflict: 409,
     ContentionExhausted: 503,
     TooManyWaiting: 503,
@@ -60,6 +66,17 @@ def error_response(
     status: int, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def answer_for(request: BookingRequest, outcome: Outcome) -> StoredAnswer:
+    """The answer to a decided booking request, exactly as it is sent: stored with the
+    request's Idempotency-Key (in the booking's transaction) to be replayed as it was."""
+    if outcome is None:
+        body = {"booking_id": str(request.booking_id)}
+        return StoredAnswer(201, json.dumps(body), request.booking_id)
+    if isinstance(outcome, DomainError):
+        return StoredAnswer(STATUS.get(type(outcome), 400), json.dumps({"error": str(outcome)}))
+    raise TypeError(f"a booking request cannot be answered with {outcome!r}")
 
 
 def _retry_later(message: str) -> web.Response:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 
 from aiohttp import web
@@ -99,17 +100,25 @@ _REFUSED: dict[type[Exception], Counter] = {
 }
 
 
+@dataclass(slots=True)
+class CountedBooking:
+    replayed: bool = False  # answered from its Idempotency-Key: not a booking of its own
+
+
 @contextlib.contextmanager
-def counted_booking() -> Iterator[None]:
-    """Counts the outcome of the booking request made inside (tickets_bookings_total)."""
+def counted_booking() -> Iterator[CountedBooking]:
+    """Counts the outcome of the booking request made inside (tickets_bookings_total); a
+    replayed answer counts as nothing."""
+    counted = CountedBooking()
     try:
-        yield
+        yield counted
     except Exception as error:
         counter = _REFUSED.get(type(error))
         if counter is not None:
             counter.inc()
         raise
-    _ACCEPTED.inc()
+    if not counted.replayed:
+        _ACCEPTED.inc()
 
 
 class BookingMetrics:
@@ -121,4 +130,7 @@ class BookingMetrics:
     def committed(self, decision: BatchDecision) -> None:
         metrics.BOOKING_TRANSACTIONS.inc()
         size = len(decision.accepted) + len(decision.rejected) + len(decision.unknown_show)
+        size += len(decision.canceled) + len(decision.unchanged) + len(decision.missing)
         metrics.BOOKING_BATCH_SIZE.observe(size)
+        if decision.canceled:  # a cancellation repeated finds its booking canceled: not counted
+            metrics.CANCELLATIONS.inc(len(decision.canceled))

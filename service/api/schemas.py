@@ -7,9 +7,11 @@ database. The OpenAPI document (openapi.py) is generated from these models, answ
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -97,6 +99,12 @@ class BookTicketsBody(_Strict):
         examples=["fan@example.com"],
     )
 
+    def fingerprint(self) -> str:
+        """The request as parsed, not as sent: bodies that differ only in key order, spacing
+        or unknown fields are one request to an Idempotency-Key."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
 
 class _Answer(BaseModel):
     """An answer's body. No other fields: the document says exactly what is sent."""
@@ -133,6 +141,8 @@ class Booking(_Answer):
     number_of_tickets: int
     customer_email: str
     created_at: datetime
+    status: Literal["confirmed", "canceled"] = Field(description="canceled by DELETE")
+    canceled_at: datetime | None = Field(description="when it was canceled; null if it is not")
 
 
 class Status(_Answer):
