@@ -38,6 +38,14 @@ class Mutant:
 
 MUTANTS = [
     Mutant(
+        "cancel-keeps-the-seats",
+        "a cancellation gives its tickets back to the show (the model test)",
+        "service/domain.py",
+        "tickets[show_id] = tickets.get(show_id, 0) - done.booking.number_of_tickets",
+        "tickets[show_id] = tickets.get(show_id, 0) - 0",
+        ("tests/integration/test_model.py",),
+    ),
+    Mutant(
         "read-committed",
         "a show's outbox ids follow its commit order (SERIALIZABLE)",
         "service/db/engine.py",
