@@ -27,8 +27,12 @@ answer other than 201, 400 and 503, makes the exit status 1.
 A variant is NAME=COMMAND: another way to start the API (a launcher that patches something, a
 scratch copy), run with the same environment and working directory (this repository). Its
 "x first" column divides its rate by the first variant's in the same scenario and round: that
-is how a change is measured against the unchanged service on a noisy machine. The table goes
-to stdout and bench/results/wrk_booking.md.
+is how a change is measured against the unchanged service on a noisy machine; with --rounds,
+each round starts with the next variant, and the medians over rounds are shown too. The API's
+CPU time per answer (from /proc/<pid>/stat over the measured run) is shown beside the rate:
+when other work shares the cores, it moves much less than the rate does, and the API (one
+Python thread) is CPU-bound under this load, so its inverse is what the rate would gain. The table
+goes to stdout and bench/results/wrk_booking.md.
 """
 
 from __future__ import annotations
@@ -118,6 +122,9 @@ class ServiceRun:
     round: int
     baseline: booking.Row
     load: WrkResult
+    # CPU time the API used during the measured run: per answer, a cost that other processes
+    # on the machine disturb far less than the rate; per second, how much of a core it had.
+    api_cpu_seconds: float
     peak_rss_mb: float  # VmHWM
     end_rss_mb: float  # VmRSS when the run ended
     bookings_per_commit: float
@@ -127,6 +134,15 @@ class ServiceRun:
     @property
     def ratio(self) -> float:
         return self.load.rate / self.baseline.rate
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return 1e6 * self.api_cpu_seconds / max(self.load.requests, 1)
+
+    @property
+    def cpu_share(self) -> float:
+        """Cores the API process kept busy (at most 1: one Python thread does the work)."""
+        return self.api_cpu_seconds / self.load.seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,7 +229,7 @@ def run_all(options: Options) -> list[ServiceRun]:
         for round_number in range(1, options.rounds + 1):
             for scenario in options.scenarios:
                 baseline = run_baseline(options, env, baseline_db, scenario)
-                for variant in options.variants:
+                for variant in rotated(options.variants, round_number - 1):
                     run = run_service(
                         options, database_url, scenario, variant, round_number, baseline, spread
                     )
@@ -223,6 +239,12 @@ def run_all(options: Options) -> list[ServiceRun]:
     finally:
         subprocess.run(["dropdb", "--force", baseline_db], env=env, check=False)
         drop_database(database_url)
+
+
+def rotated(variants: list[Variant], by: int) -> list[Variant]:
+    """Each round starts with another variant: no variant always runs first, or last."""
+    by %= len(variants)
+    return variants[by:] + variants[:by]
 
 
 def run_baseline(options: Options, env: dict[str, str], db: str, scenario: Scenario) -> booking.Row:
@@ -262,7 +284,9 @@ def run_service(
             )
 
         warmup = load(options.warmup)
+        cpu_before = api.cpu_seconds()
         measured = load(options.duration)
+        cpu = api.cpu_seconds() - cpu_before
         peak_rss_mb, end_rss_mb = api.rss_mb()
     time.sleep(0.5)  # the API's backends flush their statistics as they exit
     after = database_counters(database_url)
@@ -276,6 +300,7 @@ def run_service(
         round=round_number,
         baseline=baseline,
         load=measured,
+        api_cpu_seconds=cpu,
         peak_rss_mb=peak_rss_mb,
         end_rss_mb=end_rss_mb,
         bookings_per_commit=(after.bookings - before.bookings) / max(commits, 1),
@@ -320,6 +345,13 @@ class ApiProcess:
         status = Path(f"/proc/{self.process.pid}/status").read_text().splitlines()
         fields = dict(line.split(":", 1) for line in status if line.startswith(("VmHWM", "VmRSS")))
         return int(fields["VmHWM"].split()[0]) / 1024, int(fields["VmRSS"].split()[0]) / 1024
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the API process has used so far (all its threads)."""
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        utime, stime = int(fields[11]), int(fields[12])
+        return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -454,6 +486,7 @@ def summarize(run: ServiceRun) -> str:
     load = run.load
     return (
         f"{load.rate:,.0f} req/s ({run.ratio:.2f}x pgbench {run.baseline.rate:,.0f}), "
+        f"API {run.cpu_us_per_request:.0f} µs CPU/req, {run.cpu_share:.2f} cores, "
         f"p50 {load.p50_ms:.1f} ms, p99 {load.p99_ms:.1f} ms, {load.describe_statuses()}, "
         f"RSS {run.peak_rss_mb:.0f} MB" + (f", PROBLEMS: {run.problems}" if run.problems else "")
     )
@@ -470,10 +503,11 @@ def render(
         f"{options.duration:.0f} s runs; took {elapsed:.0f} s.",
         "",
         "| scenario | variant | round | conns | req/s | baseline tx/s | x baseline | x first "
-        "| p50 ms | p99 ms | statuses | bookings/commit | rollbacks | RSS peak / end MB |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|",
+        "| API CPU µs/req | API cores | p50 ms | p99 ms | statuses | bookings/commit | rollbacks "
+        "| RSS peak / end MB |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|",
     ]
-    first = {(r.scenario.name, r.round): r for r in reversed(runs)}
+    first = reference_runs(runs, options)
     for run in runs:
         reference = first[(run.scenario.name, run.round)]
         cells = [
@@ -485,6 +519,8 @@ def render(
             f"{run.baseline.rate:,.0f}",
             f"{run.ratio:.2f}",
             f"{run.load.rate / reference.load.rate:.3f}",
+            f"{run.cpu_us_per_request:.0f}",
+            f"{run.cpu_share:.2f}",
             f"{run.load.p50_ms:.1f}",
             f"{run.load.p99_ms:.1f}",
             run.load.describe_statuses()
@@ -495,28 +531,40 @@ def render(
         ]
         lines.append(f"| {' | '.join(cells)} |")
     if options.rounds > 1 or len(options.variants) > 1:
-        lines += ["", *medians(runs)]
+        lines += ["", *medians(runs, first)]
     return "\n".join(lines) + "\n"
 
 
-def medians(runs: list[ServiceRun]) -> list[str]:
+def reference_runs(runs: list[ServiceRun], options: Options) -> dict[tuple[str, int], ServiceRun]:
+    """The first --variant's run of every scenario and round: what "x first" divides by."""
+    reference = options.variants[0].name
+    return {(r.scenario.name, r.round): r for r in runs if r.variant == reference}
+
+
+def medians(runs: list[ServiceRun], first: dict[tuple[str, int], ServiceRun]) -> list[str]:
     """Per scenario and variant: the median over rounds of each ratio and of p99."""
-    first = {(r.scenario.name, r.round): r for r in reversed(runs)}
     groups: dict[tuple[str, str], list[ServiceRun]] = {}
     for run in runs:
         groups.setdefault((run.scenario.name, run.variant), []).append(run)
     lines = [
         "| scenario | variant | rounds | median req/s | median x baseline | median x first "
-        "| median p99 ms |",
-        "|---|---|--:|--:|--:|--:|--:|",
+        "| median API CPU µs/req | first's CPU/req ÷ this (median) | median p99 ms |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for (scenario, variant), group in groups.items():
-        vs_first = [r.load.rate / first[(scenario, r.round)].load.rate for r in group]
+        references = [first[(scenario, r.round)] for r in group]
+        vs_first = [r.load.rate / ref.load.rate for r, ref in zip(group, references, strict=True)]
+        cpu_vs_first = [
+            ref.cpu_us_per_request / r.cpu_us_per_request
+            for r, ref in zip(group, references, strict=True)
+        ]
         lines.append(
             f"| {scenario} | {variant} | {len(group)} "
             f"| {statistics.median(r.load.rate for r in group):,.0f} "
             f"| {statistics.median(r.ratio for r in group):.2f} "
             f"| {statistics.median(vs_first):.3f} "
+            f"| {statistics.median(r.cpu_us_per_request for r in group):.0f} "
+            f"| {statistics.median(cpu_vs_first):.3f} "
             f"| {statistics.median(r.load.p99_ms for r in group):.1f} |"
         )
     return lines
