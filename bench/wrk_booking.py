@@ -3,7 +3,7 @@
     apt-get install -y wrk
     uv run --frozen python -m bench.wrk_booking                 # 4 scenarios, ~2 min
     uv run --frozen python -m bench.wrk_booking --quick         # 3 s runs: a smoke test
-    uv run --frozen python -m bench.wrk_booking --scenarios hot-100 --rounds 3 \\
+    uv run --frozen python -m bench.wrk_booking --scenarios hot-100 --rounds 3 --paired \\
         --variant unchanged='python -m service api' --variant uvloop='python /tmp/uvloop_api.py'
 
 For every scenario (and round), first its pgbench baseline (bench.booking.pgbench: 20 clients,
@@ -26,9 +26,11 @@ answer other than 201, 400 and 503, makes the exit status 1.
 
 A variant is NAME=COMMAND: another way to start the API (a launcher that patches something, a
 scratch copy), run with the same environment and working directory (this repository). Its
-"x first" column divides its rate by the first variant's in the same scenario and round: that
-is how a change is measured against the unchanged service on a noisy machine; with --rounds,
-each round starts with the next variant, and the medians over rounds are shown too. The API's
+"x first" column divides its rate by that of the first variant's runs nearest in time (same
+scenario and round): that is how a change is measured against the unchanged service on a noisy
+machine. Each round starts with the next variant; --paired runs the first variant again before
+every other one, so each has a reference run right next to it; medians over runs close the
+table (the first variant's own "x first", against its neighbouring runs, is the noise). The API's
 CPU time per answer (from /proc/<pid>/stat over the measured run) is shown beside the rate:
 when other work shares the cores, it moves much less than the rate does, and the API (one
 Python thread) is CPU-bound under this load, so its inverse is what the rate would gain. The table
@@ -113,6 +115,7 @@ class Options:
     variants: list[Variant]
     scripts: Path
     wrk_threads: int
+    paired: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +183,11 @@ def parse(argv: list[str] | None) -> Options:
         metavar="NAME=COMMAND",
         help="a way to start the API (repeatable; default: service='python -m service api')",
     )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="run the first variant again before every other one (and once more at the end)",
+    )
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--scripts", type=Path, default=booking.SCRIPTS, help="pgbench scripts")
     args = parser.parse_args(argv)
@@ -194,6 +202,7 @@ def parse(argv: list[str] | None) -> Options:
         variants=[parse_variant(spec) for spec in args.variant] or [default_variant()],
         scripts=args.scripts,
         wrk_threads=args.wrk_threads,
+        paired=args.paired,
     )
 
 
@@ -229,7 +238,7 @@ def run_all(options: Options) -> list[ServiceRun]:
         for round_number in range(1, options.rounds + 1):
             for scenario in options.scenarios:
                 baseline = run_baseline(options, env, baseline_db, scenario)
-                for variant in rotated(options.variants, round_number - 1):
+                for variant in round_plan(options, round_number):
                     run = run_service(
                         options, database_url, scenario, variant, round_number, baseline, spread
                     )
@@ -241,10 +250,19 @@ def run_all(options: Options) -> list[ServiceRun]:
         drop_database(database_url)
 
 
-def rotated(variants: list[Variant], by: int) -> list[Variant]:
-    """Each round starts with another variant: no variant always runs first, or last."""
-    by %= len(variants)
-    return variants[by:] + variants[:by]
+def round_plan(options: Options, round_number: int) -> list[Variant]:
+    """The variants in the order one round runs them. Each round starts with another one, so
+    that none always runs first, or last. Paired: the first variant (the reference) runs before
+    each other one and after the last, so that every variant has a reference run next to it."""
+    if not options.paired:
+        by = (round_number - 1) % len(options.variants)
+        return options.variants[by:] + options.variants[:by]
+    reference, others = options.variants[0], options.variants[1:]
+    by = (round_number - 1) % max(len(others), 1)
+    plan = []
+    for variant in others[by:] + others[:by]:
+        plan += [reference, variant]
+    return [*plan, reference]
 
 
 def run_baseline(options: Options, env: dict[str, str], db: str, scenario: Scenario) -> booking.Row:
@@ -507,9 +525,8 @@ def render(
         "| RSS peak / end MB |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|",
     ]
-    first = reference_runs(runs, options)
-    for run in runs:
-        reference = first[(run.scenario.name, run.round)]
+    ratios = versus_reference(runs, options.variants[0].name)
+    for run, (vs_first, _) in zip(runs, ratios, strict=True):
         cells = [
             run.scenario.name,
             run.variant,
@@ -518,7 +535,7 @@ def render(
             f"{run.load.rate:,.0f}",
             f"{run.baseline.rate:,.0f}",
             f"{run.ratio:.2f}",
-            f"{run.load.rate / reference.load.rate:.3f}",
+            f"{vs_first:.3f}",
             f"{run.cpu_us_per_request:.0f}",
             f"{run.cpu_share:.2f}",
             f"{run.load.p50_ms:.1f}",
@@ -531,41 +548,54 @@ def render(
         ]
         lines.append(f"| {' | '.join(cells)} |")
     if options.rounds > 1 or len(options.variants) > 1:
-        lines += ["", *medians(runs, first)]
+        lines += ["", *medians(runs, ratios)]
     return "\n".join(lines) + "\n"
 
 
-def reference_runs(runs: list[ServiceRun], options: Options) -> dict[tuple[str, int], ServiceRun]:
-    """The first --variant's run of every scenario and round: what "x first" divides by."""
-    reference = options.variants[0].name
-    return {(r.scenario.name, r.round): r for r in runs if r.variant == reference}
+def versus_reference(runs: list[ServiceRun], reference: str) -> list[tuple[float, float]]:
+    """For every run, (its rate, the reference's CPU per answer ÷ its own) against the reference
+    variant's runs nearest to it in time, before and after, in the same scenario and round (their
+    mean). A reference run is held against its nearest other reference runs: how far two runs of
+    the same code drift apart here, the noise any other ratio must beat."""
+    ratios = []
+    for index, run in enumerate(runs):
+        same = [
+            i
+            for i, r in enumerate(runs)
+            if r.variant == reference
+            and (r.scenario, r.round) == (run.scenario, run.round)
+            and i != index
+        ]
+        before = [i for i in same if i < index][-1:]
+        after = [i for i in same if i > index][:1]
+        neighbours = [runs[i] for i in before + after] or [run]
+        rate = statistics.mean(r.load.rate for r in neighbours)
+        cpu = statistics.mean(r.cpu_us_per_request for r in neighbours)
+        ratios.append((run.load.rate / rate, cpu / run.cpu_us_per_request))
+    return ratios
 
 
-def medians(runs: list[ServiceRun], first: dict[tuple[str, int], ServiceRun]) -> list[str]:
-    """Per scenario and variant: the median over rounds of each ratio and of p99."""
-    groups: dict[tuple[str, str], list[ServiceRun]] = {}
-    for run in runs:
-        groups.setdefault((run.scenario.name, run.variant), []).append(run)
+def medians(runs: list[ServiceRun], ratios: list[tuple[float, float]]) -> list[str]:
+    """Per scenario and variant: the median over its runs of each figure and ratio."""
+    groups: dict[tuple[str, str], list[tuple[ServiceRun, float, float]]] = {}
+    for run, (vs_first, cpu_vs_first) in zip(runs, ratios, strict=True):
+        groups.setdefault((run.scenario.name, run.variant), []).append(
+            (run, vs_first, cpu_vs_first)
+        )
     lines = [
-        "| scenario | variant | rounds | median req/s | median x baseline | median x first "
+        "| scenario | variant | runs | median req/s | median x baseline | median x first "
         "| median API CPU µs/req | first's CPU/req ÷ this (median) | median p99 ms |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for (scenario, variant), group in groups.items():
-        references = [first[(scenario, r.round)] for r in group]
-        vs_first = [r.load.rate / ref.load.rate for r, ref in zip(group, references, strict=True)]
-        cpu_vs_first = [
-            ref.cpu_us_per_request / r.cpu_us_per_request
-            for r, ref in zip(group, references, strict=True)
-        ]
         lines.append(
             f"| {scenario} | {variant} | {len(group)} "
-            f"| {statistics.median(r.load.rate for r in group):,.0f} "
-            f"| {statistics.median(r.ratio for r in group):.2f} "
-            f"| {statistics.median(vs_first):.3f} "
-            f"| {statistics.median(r.cpu_us_per_request for r in group):.0f} "
-            f"| {statistics.median(cpu_vs_first):.3f} "
-            f"| {statistics.median(r.load.p99_ms for r in group):.1f} |"
+            f"| {statistics.median(r.load.rate for r, _, _ in group):,.0f} "
+            f"| {statistics.median(r.ratio for r, _, _ in group):.2f} "
+            f"| {statistics.median(v for _, v, _ in group):.3f} "
+            f"| {statistics.median(r.cpu_us_per_request for r, _, _ in group):.0f} "
+            f"| {statistics.median(c for _, _, c in group):.3f} "
+            f"| {statistics.median(r.load.p99_ms for r, _, _ in group):.1f} |"
         )
     return lines
 
