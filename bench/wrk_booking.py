@@ -310,7 +310,8 @@ def run_service(
     after = database_counters(database_url)
     created = warmup.count(201) + measured.count(201)
     in_flight = 2 * scenario.connections  # at most one unanswered request per connection and run
-    problems = check(database_url, before, after, created, in_flight) + answers_problems(measured)
+    problems = check(database_url, before, after, created, in_flight)
+    problems += answers_problems(warmup, "warm-up") + answers_problems(measured, "measured")
     commits = after.commits - before.commits
     return ServiceRun(
         scenario=scenario,
@@ -327,11 +328,11 @@ def run_service(
     )
 
 
-def answers_problems(load: WrkResult) -> list[str]:
+def answers_problems(load: WrkResult, run: str) -> list[str]:
     unexpected = {s: n for s, n in load.statuses.items() if s not in EXPECTED_STATUSES}
-    problems = [f"unexpected answers {unexpected}"] if unexpected else []
+    problems = [f"{run}: unexpected answers {unexpected}"] if unexpected else []
     if load.failures:
-        problems.append(f"requests without an answer: {load.errors}")
+        problems.append(f"{run}: requests without an answer: {load.errors}")
     return problems
 
 
