@@ -35,8 +35,9 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from bench import booking, wrk_booking
+from bench import wrk_booking
 from bench.wrk import WrkResult, run_wrk
+from tests.support.database import new_database_url
 
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 # A sampled frame's file, or its first path component -> the group it is reported under.
@@ -183,7 +184,7 @@ def default_py_spy() -> str:
 def profile_api(
     command: list[str], py_spy: list[str], raw: Path, connections: int, seconds: int
 ) -> WrkResult:
-    database_url = booking.service_database_url()
+    database_url = new_database_url("bench_profile")
     wrk_booking.migrate(database_url)
     try:
         with wrk_booking.api_process(command, database_url) as api:

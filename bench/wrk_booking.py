@@ -65,6 +65,9 @@ import asyncpg
 
 from bench import booking
 from bench.wrk import WrkResult, run_wrk
+from tests.support.database import asyncpg_dsn, new_database_url
+from tests.support.database import drop_database as drop_test_database
+from tests.support.invariants import WHOLE_DATABASE
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -223,7 +226,7 @@ def parse_variant(spec: str) -> Variant:
 
 
 def run_all(options: Options) -> list[ServiceRun]:
-    database_url = booking.service_database_url()
+    database_url = new_database_url("bench_service")
     baseline_db = f"bench_baseline_{uuid.uuid4().hex[:8]}"
     env = booking.pg_environment()
     migrate(database_url)
@@ -473,7 +476,7 @@ def check(
     database_url: str, before: Counters, after: Counters, created: int, in_flight: int
 ) -> list[str]:
     """bench.booking's invariants, and the new bookings against the 201 answers seen."""
-    row = booking_query(database_url, booking.INVARIANTS)
+    row = booking_query(database_url, WHOLE_DATABASE)
     problems = [f"{key}: {value}" for key, value in row.items() if value and key != "bookings"]
     booked = after.bookings - before.bookings
     if not created <= booked <= created + in_flight:
@@ -483,7 +486,7 @@ def check(
 
 def booking_query(database_url: str, query: str) -> dict[str, int]:
     async def fetch() -> dict[str, int]:
-        conn = await asyncpg.connect(booking.driver_dsn(database_url))
+        conn = await asyncpg.connect(asyncpg_dsn(database_url))
         try:
             row = await conn.fetchrow(query)
         finally:
@@ -495,7 +498,7 @@ def booking_query(database_url: str, query: str) -> dict[str, int]:
 
 
 def drop_database(database_url: str) -> None:
-    asyncio.run(booking.drop_database(database_url))
+    asyncio.run(drop_test_database(database_url))
 
 
 # ---------------------------------------------------------------- the report
