@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from consumers import dlq, show_sales
 from consumers.bootstrap import NAMES, consumer_runners, run_until, selected, topology
 from service.common.logs import configure_logging
+from service.common.loop import run as run_on_uvloop
 from service.common.outages import Unavailable, is_broker_outage, is_database_outage
 from service.common.probes import ProbeServer
 from service.common.tracing import configure_tracing
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         configure_logging(settings.log_level, settings.log_format)
         if args.command == "run":
-            asyncio.run(run(settings, selected(settings, args.name)))
+            run_on_uvloop(run(settings, selected(settings, args.name)))
         elif args.command == "dlq" and args.action == "list":
             asyncio.run(list_dead_letters(settings, args.name))
         elif args.command == "dlq":

@@ -16,6 +16,7 @@ from service.api.serve import serve
 from service.api.workers import run_workers
 from service.common import metrics
 from service.common.logs import configure_logging
+from service.common.loop import run as run_on_uvloop
 from service.common.probes import ProbeServer
 from service.common.tracing import configure_tracing
 from service.db.engine import migrate
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "api":
         run_api(settings)
     elif args.command == "relay":
-        asyncio.run(run_relay(settings))
+        run_on_uvloop(run_relay(settings))
     elif args.command == "outbox-status":
         asyncio.run(print_outbox_status(settings))
     return 0

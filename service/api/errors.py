@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -10,6 +9,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from service.api.state import BOOKING_ID
+from service.common.encoding import json_response, to_json
 from service.common.outages import is_database_outage
 from service.common.validation import describe
 from service.db.booking import BookingFailed
@@ -65,7 +65,7 @@ class Unauthorized(Exception):
 def error_response(
     status: int, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
+    return json_response({"error": message}, status=status, headers=headers)
 
 
 def answer_for(request: BookingRequest, outcome: Outcome) -> StoredAnswer:
@@ -73,9 +73,9 @@ def answer_for(request: BookingRequest, outcome: Outcome) -> StoredAnswer:
     request's Idempotency-Key (in the booking's transaction) to be replayed as it was."""
     if outcome is None:
         body = {"booking_id": str(request.booking_id)}
-        return StoredAnswer(201, json.dumps(body), request.booking_id)
+        return StoredAnswer(201, to_json(body), request.booking_id)
     if isinstance(outcome, DomainError):
-        return StoredAnswer(STATUS.get(type(outcome), 400), json.dumps({"error": str(outcome)}))
+        return StoredAnswer(STATUS.get(type(outcome), 400), to_json({"error": str(outcome)}))
     raise TypeError(f"a booking request cannot be answered with {outcome!r}")
 
 

@@ -16,6 +16,7 @@ from service.api.errors import InvalidRequest, error_response
 from service.api.observability import counted_booking
 from service.api.schemas import BookTicketsBody, NewShowBody
 from service.api.state import BOOKER, BOOKING_ID, DOCS_PAGE, OPENAPI, SESSIONS
+from service.common.encoding import json_response
 from service.common.tracing import current_traceparent
 from service.db import booking, shows
 from service.domain import (
@@ -46,12 +47,12 @@ async def post_show(request: web.Request, body: NewShowBody) -> web.Response:
         body.dead_nation_id, body.number_of_tickets, body.start_time, body.title, body.venue
     )
     show_id, created = await shows.create_show(request.app[SESSIONS], show)
-    return web.json_response({"show_id": str(show_id)}, status=201 if created else 200)
+    return json_response({"show_id": str(show_id)}, status=201 if created else 200)
 
 
 async def get_show(request: web.Request) -> web.Response:
     show_id = _uuid_in_path(request, "show_id", ShowNotFound())
-    return web.json_response(await shows.get_show(request.app[SESSIONS], show_id))
+    return json_response(await shows.get_show(request.app[SESSIONS], show_id))
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -79,7 +80,7 @@ async def post_book_tickets(request: web.Request, body: BookTicketsBody) -> web.
         counted.replayed = replayed is not None
     if replayed is not None:
         return _replay(replayed)
-    return web.json_response({"booking_id": str(wanted.booking_id)}, status=201)
+    return json_response({"booking_id": str(wanted.booking_id)}, status=201)
 
 
 def _replay(answer: StoredAnswer) -> web.Response:
@@ -94,7 +95,7 @@ def _replay(answer: StoredAnswer) -> web.Response:
 async def get_booking(request: web.Request) -> web.Response:
     booking_id = _uuid_in_path(request, "booking_id", BookingNotFound())
     found = await booking.find_booking(request.app[SESSIONS], booking_id)
-    return web.json_response(_booking_json(found))
+    return json_response(_booking_json(found))
 
 
 async def delete_booking(request: web.Request) -> web.Response:
@@ -111,7 +112,7 @@ async def delete_booking(request: web.Request) -> web.Response:
             traceparent=current_traceparent(),
         )
         found = await request.app[BOOKER].cancel(cancel)
-    return web.json_response(_booking_json(found))
+    return json_response(_booking_json(found))
 
 
 def _booking_json(found: Booking) -> dict[str, Any]:
@@ -132,11 +133,11 @@ async def ready(request: web.Request) -> web.Response:
             await session.execute(text("SELECT 1"))
     except Exception as error:  # any failure to answer means not ready
         return error_response(503, f"database unavailable: {type(error).__name__}")
-    return web.json_response({"status": "ready"})
+    return json_response({"status": "ready"})
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(request.app[OPENAPI])
+    return json_response(request.app[OPENAPI])
 
 
 async def docs(request: web.Request) -> web.Response:

@@ -15,7 +15,6 @@ find_booking    one booking, for GET and DELETE /bookings/{id}
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
@@ -27,6 +26,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import idempotency
+from service.common.encoding import to_json
 from service.common.outages import is_database_outage
 from service.db.engine import RetriesExhausted, is_lock_timeout, retry_serializable
 from service.db.tables import bookings
@@ -367,7 +367,7 @@ def book_parameters(
         "event_ids": [event.event_id for event, _ in events],
         "routing_keys": [event.name for event, _ in events],
         "event_show_ids": [event.show_id for event, _ in events],
-        "payloads": [json.dumps(event.body()) for event, _ in events],
+        "payloads": [to_json(event.body()) for event, _ in events],
         "event_correlation_ids": [request.correlation_id for _, request in events],
         "traceparents": [request.traceparent for _, request in events],
         "now": now,
