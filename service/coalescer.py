@@ -60,8 +60,15 @@ Settled = None | StoredAnswer | Booking
 class _Pending:
     request: Request
     answer: asyncio.Future[Settled]
+    # Answers "busy" if the request is still waiting when it fires (max_wait).
+    deadline: asyncio.TimerHandle | None = None
     # Taken into a batch: from then on its outcome is the batch's, whatever the caller does.
     in_batch: bool = False
+
+    def expire(self) -> None:
+        """Waited too long for its turn: answered busy, never booked (the lane skips it)."""
+        if not self.in_batch:
+            _settle(self.answer, ContentionExhausted())
 
 
 @dataclass(slots=True)
@@ -139,29 +146,20 @@ class BookingCoalescer:
         TooManyWaiting at once when the process holds as many as it may."""
         if self._queued >= self._max_queued:
             raise TooManyWaiting()
-        pending = _Pending(request, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        pending = _Pending(request, loop.create_future())
+        pending.deadline = loop.call_later(self._max_wait, pending.expire)
         lane = self._lane_of(request.show_id)
         lane.waiting.append(pending)
         self._queued += 1
         if lane.worker is None:
             lane.worker = asyncio.create_task(self._drain(lane))
-        try:
-            # Shielded: the batch, not this caller, owns the answer once it is in a batch.
-            async with asyncio.timeout(self._max_wait):
-                return await asyncio.shield(pending.answer)
-        except TimeoutError:
-            if pending.in_batch:
-                # Too late to withdraw: its transaction runs, and its outcome is the answer.
-                return await pending.answer
-            pending.answer.cancel()  # never booked: the lane skips it
-            raise ContentionExhausted() from None
-        except asyncio.CancelledError:
-            # The caller went away (e.g. the client disconnected). Not yet in a batch: withdraw
-            # it, so no tickets are booked that nobody will hear of. In a batch: the batch
-            # goes on for everyone, this booking included, all or nothing.
-            if not pending.in_batch:
-                pending.answer.cancel()
-            raise
+        # Not shielded: if the caller goes away (the client disconnected), its await cancels
+        # the future. Not yet in a batch, the lane then skips it: no tickets are booked that
+        # nobody will hear of. In a batch, the batch goes on for everyone, this booking
+        # included, all or nothing; the cancelled future only stops its answer.
+        # One future and one timer per request: the cheapest bounded wait asyncio has.
+        return await pending.answer
 
     def queued(self, show_id: uuid.UUID) -> int:
         """Requests waiting in this show's lane, not yet in a batch (for tests and metrics)."""
@@ -190,6 +188,8 @@ class BookingCoalescer:
             # Withdrawn (caller gone or waited too long): don't book what no one will hear of.
             if not pending.answer.done():
                 pending.in_batch = True
+                if pending.deadline is not None:
+                    pending.deadline.cancel()
                 batch.append(pending)
         return batch
 

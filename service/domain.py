@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar
 
+from service.common.ids import new_id
+
 BOOKING_MADE = "BookingMade"
 BOOKING_CANCELED = "BookingCanceled"
 CONFIRMED = "confirmed"
@@ -78,7 +80,7 @@ class BookingRequest:
     # Customer data: kept out of reprs, which end up in logs and error messages.
     customer_email: str = field(repr=False)
     correlation_id: str
-    booking_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    booking_id: uuid.UUID = field(default_factory=new_id)
     key: IdempotencyKey | None = None
     # The W3C trace context of the request, carried with its event to the consumers.
     traceparent: str | None = None
@@ -95,7 +97,7 @@ class CancelRequest:
     show_id: uuid.UUID  # the booking's show: its lane, and the counter it gives seats back to
     correlation_id: str
     # Two cancellations of one booking may share a batch: each needs its own answer.
-    request_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    request_id: uuid.UUID = field(default_factory=new_id)
     traceparent: str | None = None  # as a BookingRequest's
 
 
@@ -324,7 +326,7 @@ class BookingMade(BookingEvent):
     @classmethod
     def for_booking(cls, request: BookingRequest, committed_at: datetime) -> BookingMade:
         return cls(
-            event_id=uuid.uuid4(),
+            event_id=new_id(),
             published_at=committed_at,
             booking_id=request.booking_id,
             show_id=request.show_id,
@@ -347,7 +349,7 @@ class BookingCanceled(BookingEvent):
     @classmethod
     def for_booking(cls, booking: Booking, committed_at: datetime) -> BookingCanceled:
         return cls(
-            event_id=uuid.uuid4(),
+            event_id=new_id(),
             published_at=committed_at,
             booking_id=booking.booking_id,
             show_id=booking.show_id,

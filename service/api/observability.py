@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from aiohttp import web
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 
 from service.api.errors import Handler
-from service.common import metrics
+from service.common import metrics, tracing
 from service.db.engine import RetriesExhausted
 from service.domain import (
     BatchDecision,
@@ -41,6 +42,12 @@ async def trace_middleware(request: web.Request, handler: Handler) -> web.Stream
     route = _route_of(request)
     if route in UNTRACED_ROUTES:
         return await handler(request)
+    if not tracing.recording():
+        token = otel_context.attach(tracing.unrecorded_context(request.headers.get("traceparent")))
+        try:
+            return await handler(request)
+        finally:
+            otel_context.detach(token)
     with _tracer.start_as_current_span(
         f"{request.method} {route}",
         context=propagate.extract(request.headers),
