@@ -8,10 +8,12 @@
    SUM over bookings, retried).
 2. The service: the real app (create_app) in a child process, one process, in a migrated
    database of its own; load from this process, an aiohttp client with one connection per
-   concurrent client: 20 and 100 clients on one hot show, then over 1,000 shows; and, for
-   contrast, 20 clients on a hot show with coalescing off (one transaction per request).
+   concurrent client: 20 and 100 clients on one hot show, then over 1,000 shows; then the hot
+   show again with an Idempotency-Key (a fresh one) on every request; and, for contrast, 20
+   clients on a hot show with coalescing off (one transaction per request).
 3. After every run the tables are checked: no overbooking; per show, the counter, the bookings
-   and the outbox rows agree; one outbox row per booking; as many bookings as 201 answers.
+   and the outbox rows agree; one outbox row per booking; as many bookings as 201 answers; as
+   many stored idempotency keys as keyed requests answered 201 or 400.
    A broken invariant (or any 5xx but 503 busy) stops the bench with exit status 1.
 4. One table, with ratios against the matching baseline, and the issue's targets.
 
@@ -79,9 +81,18 @@ HOT_BASELINE = "pgbench one per tx, hot show"
 SPREAD_BASELINE = "pgbench one per tx, 1,000 shows"
 TEXTBOOK = "pgbench textbook (SERIALIZABLE + SUM)"
 HOT, SPREAD, UNCOALESCED = "hot show", "1,000 shows", "hot show, one tx per request"
+KEYED = "hot show, Idempotency-Key"
 # (clients, shape) of the service's runs. The last is BOOKING_COALESCING=false, for contrast:
 # the contention that coalescing removes.
-RUNS = [(20, HOT), (100, HOT), (20, SPREAD), (100, SPREAD), (20, UNCOALESCED)]
+RUNS = [
+    (20, HOT),
+    (100, HOT),
+    (20, SPREAD),
+    (100, SPREAD),
+    (20, KEYED),
+    (100, KEYED),
+    (20, UNCOALESCED),
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +259,7 @@ class Load:
     latencies: list[float] = dataclasses.field(default_factory=list)
     statuses: Counter[int] = dataclasses.field(default_factory=Counter)
     created: int = 0
+    keys_stored: int = 0  # keyed requests answered 201 or 400: each stored its answer
     failures: int = 0
 
 
@@ -257,12 +269,13 @@ async def run_service(options: Options) -> list[Row]:
     try:
         spread = await create_shows(url, SPREAD_SHOWS)
         rows = []
-        created = 0
+        created = stored = 0
         for clients, shape in RUNS:
             shows = spread if shape == SPREAD else (await create_shows(url, 1))
             row, load = await run_one(options, url, shows, clients, shape)
             created += load.created
-            await check_invariants(url, created)
+            stored += load.keys_stored
+            await check_invariants(url, created, stored)
             rows.append(row)
         return rows
     finally:
@@ -276,7 +289,7 @@ async def run_one(
     print(f"  {title}, {clients} clients ...", file=sys.stderr, flush=True)
     with api_process(url, coalescing=shape != UNCOALESCED) as api:
         await api.until_ready()
-        load = await generate_load(api.base_url, shows, clients, options)
+        load = await generate_load(api.base_url, shows, clients, options, keyed=shape == KEYED)
         rss_mb = api.peak_rss_mb()
     stats = api.stats
     broken = {s: n for s, n in load.statuses.items() if s not in (201, 400, 503)}
@@ -301,15 +314,16 @@ async def run_one(
 
 
 async def generate_load(
-    base_url: str, shows: list[uuid.UUID], clients: int, options: Options
+    base_url: str, shows: list[uuid.UUID], clients: int, options: Options, keyed: bool = False
 ) -> Load:
     """`clients` concurrent clients, each on its own connection, booking 1 ticket at a time on a
-    show picked at random; closed loop, like pgbench's clients."""
+    show picked at random; closed loop, like pgbench's clients. `keyed`: every request carries
+    an Idempotency-Key of its own (the cost of storing every answer, no replays)."""
     bodies = [
         json.dumps({"show_id": str(s), "number_of_tickets": 1, "customer_email": "fan@example.com"})
         for s in shows
     ]
-    headers = {"Content-Type": "application/json"}
+    plain = {"Content-Type": "application/json"}
     load = Load()
     loop = asyncio.get_running_loop()
     measure_from = loop.time() + options.warmup
@@ -317,6 +331,7 @@ async def generate_load(
 
     async def client(session: aiohttp.ClientSession) -> None:
         while (sent := loop.time()) < stop_at:
+            headers = plain | {"Idempotency-Key": str(uuid.uuid4())} if keyed else plain
             try:
                 async with session.post(
                     "/book-tickets", data=random.choice(bodies), headers=headers
@@ -328,6 +343,7 @@ async def generate_load(
                 continue
             done = loop.time()
             load.created += status == 201
+            load.keys_stored += keyed and status in (201, 400)
             if measure_from <= done < stop_at:
                 load.latencies.append(done - sent)
                 load.statuses[status] += 1
@@ -440,16 +456,20 @@ async def create_shows(database_url: str, count: int) -> list[uuid.UUID]:
         await engine.dispose()
 
 
-async def check_invariants(database_url: str, created: int) -> None:
-    """No overbooking; counters, bookings and outbox rows agree; one 201 per booking."""
+async def check_invariants(database_url: str, created: int, stored: int) -> None:
+    """No overbooking; counters, bookings and outbox rows agree; one 201 per booking; one
+    stored key per keyed answer."""
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         found: dict[str, object] = dict(await database_problems(conn))
         bookings = await conn.fetchval("SELECT count(*) FROM bookings")
+        keys = await conn.fetchval("SELECT count(*) FROM idempotency_keys")
     finally:
         await conn.close()
     if bookings != created:
         found["bookings vs 201 answers"] = f"{bookings} vs {created}"
+    if keys != stored:
+        found["stored keys vs keyed answers"] = f"{keys} vs {stored}"
     if found:
         raise BrokenInvariant(f"invariants broken: {found}")
 
@@ -529,15 +549,19 @@ def targets(rows: list[Row], baselines: dict[str, Row], textbook: Row) -> list[s
     spread = baselines[SPREAD_BASELINE].rate
     hot20, hot100 = service[(f"service, {HOT}", 20)], service[(f"service, {HOT}", 100)]
     spread20 = service[(f"service, {SPREAD}", 20)]
+    keyed20, keyed100 = service[(f"service, {KEYED}", 20)], service[(f"service, {KEYED}", 100)]
     checks = [
         ("hot show, 20 clients ≥ 1.5x pgbench one per tx", hot20.rate / hot, 1.5),
         ("hot show, 100 clients ≥ 3x pgbench one per tx (20 clients)", hot100.rate / hot, 3.0),
         ("hot show, 20 clients ≥ 12x the textbook way", hot20.rate / textbook.rate, 12.0),
         ("1,000 shows, 20 clients ≥ 0.8x pgbench spread", spread20.rate / spread, 0.8),
+        ("the same with Idempotency-Keys: hot show, 20 clients ≥ 1.5x", keyed20.rate / hot, 1.5),
+        ("hot show with keys, 100 clients ≥ 3x", keyed100.rate / hot, 3.0),
+        ("hot show with keys, 20 clients ≥ 12x the textbook way", keyed20.rate / textbook.rate, 12),
     ]
     lines = ["| target | measured | met |", "|---|--:|:-:|"]
     lines += [f"| {what} | {got:.2f}x | {mark(got >= want)} |" for what, got, want in checks]
-    for row in (hot20, spread20):
+    for row in (hot20, spread20, keyed20):
         lines.append(
             f"| p99 ≤ 50 ms, {row.name}, 20 clients | {row.p99_ms:.1f} ms | "
             f"{mark(row.p99_ms <= 50)} |"

@@ -13,6 +13,7 @@ from consumers import dlq, show_sales
 from consumers.bootstrap import NAMES, consumer_runners, run_until, selected, topology
 from service.common.dependencies import POSTGRESQL, RABBITMQ, dependencies_of
 from service.common.logs import configure_logging
+from service.common.loop import run as run_on_uvloop
 from service.common.probes import ProbeServer
 from service.common.tracing import configure_tracing
 from service.db.engine import create_engine
@@ -91,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(command(args, settings, names))
+        # The long-running consumers on uvloop (service/common/loop.py); the one-shots as ever.
+        loop_run = run_on_uvloop if args.command == "run" else asyncio.run
+        return loop_run(command(args, settings, names))
     except Exception as error:
         # What could not be reached (or is not set up), and what to do: one line, no
         # traceback. `run` waits for dependencies that are away, so it only gets here for

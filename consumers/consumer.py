@@ -10,12 +10,12 @@ from typing import Protocol
 from prometheus_client import Counter, Histogram
 
 from service.common import metrics
-from service.domain import BookingMade
+from service.domain import BookingEvent
 
 
 class Consumer(Protocol):
-    """One downstream effect of BookingMade. The runner owns delivery; the consumer owns the
-    effect and its deduplication."""
+    """One downstream effect of a booking's events (BookingMade, BookingCanceled). The runner
+    owns delivery; the consumer owns the effect and its deduplication."""
 
     @property
     def name(self) -> str: ...
@@ -23,7 +23,7 @@ class Consumer(Protocol):
     async def check(self) -> None:
         """Raise Unavailable while a dependency (the database) is away."""
 
-    async def handle(self, message_id: uuid.UUID, event: BookingMade) -> bool:
+    async def handle(self, message_id: uuid.UUID, event: BookingEvent) -> bool:
         """Apply the event once; False if this message_id was applied before.
 
         Raise Unavailable (our infrastructure is away), Rejected (never retry) or anything else

@@ -25,7 +25,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from consumers.consumer import Consumer, ConsumerStats
 from consumers.failures import Rejected, Unavailable
-from consumers.messages import PoisonMessage, parse_booking_made
+from consumers.messages import PoisonMessage, parse_event
 from consumers.retries import (
     POISON,
     REJECTED,
@@ -71,7 +71,8 @@ class Delivery:
         """Raises Unavailable when our own PostgreSQL or RabbitMQ is away: the message is then
         kept for when the dependency is back (put back, or left unacked if RabbitMQ is away)."""
         try:
-            message_id, event = parse_booking_made(self._message.body, self._message.message_id)
+            message = self._message
+            message_id, event = parse_event(message.body, message.message_id, message.type)
         except PoisonMessage as poison:
             log.error(
                 "%s: poison message %s -> dead-letter queue: %s",

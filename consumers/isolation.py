@@ -1,33 +1,36 @@
-"""Redelivered messages are handled alone, so that a crash charges only the message that caused it.
+"""A careful start: after a crash, the messages the crashed process held come back one at a time,
+so that a crash charges only the message that caused it.
 
 The main queue's delivery limit counts, per message, the deliveries that ended without an ack.
 A consumer process that crashes ends every delivery it holds that way, not only the one that
 crashed it: with 32 messages prefetched, a message that crashes the process at once would take
 its 31 neighbours to the dead-letter queue with it, crash after crash.
 
-So a message RabbitMQ delivers again after such an end (x-delivery-count > 0) is a suspect:
+A quorum queue delivers the messages a consumer gave back before any other, and marks them
+(x-delivery-count > 0). So every session starts consuming with a prefetch of 1: what a crashed
+process held comes back one message at a time, and a message that crashes the process again is
+alone in flight, the only one charged. At the first message never delivered before, the session
+opens up: it subscribes again with CONSUMER_PREFETCH (RabbitMQ applies a prefetch to consumers
+started after it is set, so the careful subscription is cancelled, its message in flight still
+acked on the same channel).
 
-- a session starts careful, taking one message at a time (prefetch 1), since what a crashed
-  process held comes back first; it opens up (CONSUMER_PREFETCH) at the first message that was
-  never delivered before;
-- a suspect arriving meanwhile narrows the prefetch to 1 again, waits for every other message
-  in flight to finish (and be acked), and only then runs: if it crashes the process, it is the
-  only message charged.
-
-Two suspects delivered together (another process crashed and its messages came here at once)
-run one after the other, and the one waiting is charged if the first crashes. One consumer
+Messages given back while a session runs at full prefetch (another process on the same queue
+crashed) come to it among others: a crash then still charges whatever it held. One consumer
 process per queue never meets that.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
-DELIVERY_COUNT = "x-delivery-count"  # set by a quorum queue on every delivery
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-SetPrefetch = Callable[[int], Awaitable[None]]
+DELIVERY_COUNT = "x-delivery-count"  # set by a quorum queue on a delivery after the first
+
+Deliver = Callable[[AbstractIncomingMessage], Awaitable[Any]]
+Call = Callable[[Awaitable[Any]], Awaitable[Any]]  # one bounded request to the broker
 
 
 def delivered_before(headers: Mapping[str, object]) -> bool:
@@ -36,44 +39,48 @@ def delivered_before(headers: Mapping[str, object]) -> bool:
     return isinstance(count, int) and not isinstance(count, bool) and count > 0
 
 
-class Isolation:
-    """One consumer session's deliveries: suspects alone, the rest side by side."""
+class CarefulSubscription:
+    """One session's consumer of its main queue: prefetch 1 until a first-time message."""
 
-    def __init__(self, set_prefetch: SetPrefetch, prefetch: int) -> None:
-        self._set_prefetch = set_prefetch
+    def __init__(
+        self,
+        channel: AbstractChannel,
+        queue: AbstractQueue,
+        deliver: Deliver,
+        prefetch: int,
+        call: Call,
+    ) -> None:
+        self._channel = channel
+        self._queue = queue
+        self._deliver = deliver
         self._prefetch = prefetch
-        self._current = 0  # the prefetch the broker was last told; 0 until the session starts
-        self._setting = asyncio.Lock()
-        self._alone = asyncio.Lock()  # held by the suspect that runs
-        self._others = 0  # messages in flight that are not suspects
-        self._others_done = asyncio.Condition()
+        self._call = call
+        self._tag: str | None = None
+        self._switching = asyncio.Lock()
+        self.careful = True
 
     async def start(self) -> None:
-        """Before consuming: one message at a time, until a first-time message arrives."""
-        await self._prefetch_to(1)
+        await self._subscribe(1)
 
-    @contextlib.asynccontextmanager
-    async def handling(self, headers: Mapping[str, object]) -> AsyncIterator[None]:
-        """Around the handling of one message, from its delivery to its ack."""
-        if delivered_before(headers):
-            async with self._alone:
-                await self._prefetch_to(1)
-                async with self._others_done:
-                    await self._others_done.wait_for(lambda: self._others == 0)
-                yield
-            return
-        self._others += 1
-        try:
-            if not self._alone.locked():  # a first-time message: back to full speed
-                await self._prefetch_to(self._prefetch)
-            yield
-        finally:
-            self._others -= 1
-            async with self._others_done:
-                self._others_done.notify_all()
+    async def delivered(self, headers: Mapping[str, object]) -> None:
+        """Before a message is handled: the first one never delivered before opens up."""
+        if self.careful and not delivered_before(headers):
+            async with self._switching:
+                if self.careful:
+                    self.careful = False
+                    await self._cancel()
+                    await self._subscribe(self._prefetch)
 
-    async def _prefetch_to(self, count: int) -> None:
-        async with self._setting:
-            if self._current != count:
-                await self._set_prefetch(count)
-                self._current = count
+    async def stop(self) -> None:
+        """No new deliveries; those in flight may still be acked."""
+        async with self._switching:
+            await self._cancel()
+
+    async def _subscribe(self, prefetch: int) -> None:
+        await self._call(self._channel.set_qos(prefetch_count=prefetch))
+        self._tag = await self._call(self._queue.consume(self._deliver))
+
+    async def _cancel(self) -> None:
+        if self._tag is not None:
+            tag, self._tag = self._tag, None
+            await self._call(self._queue.cancel(tag))

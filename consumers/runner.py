@@ -7,9 +7,9 @@ message is a Delivery's (consumers/delivery.py).
 When RabbitMQ or PostgreSQL goes away the runner stops taking messages, keeps the ones it holds
 (put back in the queue, or left to the broker), backs off (capped, jittered), logs once per
 state change and reconnects. Every request to RabbitMQ is bounded in time (BROKER_CALL), and a
-dead path to it is noticed by the AMQP heartbeat. A message the broker delivers again after a
-crash is handled alone (consumers/isolation.py); one whose handling fails unexpectedly goes to
-the dead-letter queue rather than hold its prefetch slot.
+dead path to it is noticed by the AMQP heartbeat. A session starts taking one message at a time,
+so that what a crashed process held comes back alone (consumers/isolation.py); a message whose
+handling fails unexpectedly goes to the dead-letter queue rather than hold its prefetch slot.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TypeVar
 
 import aio_pika
@@ -26,7 +26,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from consumers.consumer import Consumer, ConsumerStats
 from consumers.delivery import Delivery, Route
 from consumers.failures import Unavailable
-from consumers.isolation import Isolation
+from consumers.isolation import CarefulSubscription
 from consumers.retries import RetryPolicy
 from consumers.topology import Topology, declare
 from service.broker import confirmed_channel
@@ -98,22 +98,23 @@ class ConsumerRunner:
             queue = await self._declare(channel)
             lost = _Lost()
             channel.close_callbacks.add(lost.on_channel_closed)
-            isolation = Isolation(_prefetch_setter(channel), self._settings.consumer_prefetch)
-            await isolation.start()
 
             async def deliver(message: AbstractIncomingMessage) -> None:
                 delivery = Delivery(self._route, channel, message)
-                await self._deliver(delivery, message, isolation, lost)
+                await self._deliver(delivery, message, subscription, lost)
 
-            tag = await broker_call(queue.consume(deliver))
+            subscription = CarefulSubscription(
+                channel, queue, deliver, self._settings.consumer_prefetch, broker_call
+            )
+            await subscription.start()
             self._started_consuming(backoff)
             try:
                 await self._watch(channel, lost)
             finally:
                 self.consuming.clear()
-            with contextlib.suppress(*BROKER_ERRORS):
+            with contextlib.suppress(Unavailable, TimeoutError):
                 async with asyncio.timeout(timeouts.CLOSE):
-                    await queue.cancel(tag)  # no new deliveries; those in flight finish
+                    await subscription.stop()  # no new deliveries; those in flight finish
             await self._drain(DRAIN_ON_LOSS_SECONDS if lost.error else DRAIN_ON_STOP_SECONDS)
             if lost.error:
                 raise lost.error
@@ -157,7 +158,7 @@ class ConsumerRunner:
         self,
         delivery: Delivery,
         message: AbstractIncomingMessage,
-        isolation: Isolation,
+        subscription: CarefulSubscription,
         lost: _Lost,
     ) -> None:
         """aio-pika runs this as a task per delivery: up to `prefetch` at once."""
@@ -167,8 +168,8 @@ class ConsumerRunner:
         # The log lines of this message carry its correlation id.
         context.correlation_id.set(message.correlation_id or context.NO_CORRELATION_ID)
         try:
-            async with isolation.handling(message.headers):
-                await delivery.process()
+            await subscription.delivered(message.headers)
+            await delivery.process()
         except Unavailable as error:
             # Kept (put back, or unacked when RabbitMQ is away) for when the dependency is back.
             lost.set(error)
@@ -209,13 +210,6 @@ class QueueConflict(Fatal):
 async def broker_call(step: Awaitable[T]) -> T:
     """One request to RabbitMQ, bounded in time; a failure or no answer is Unavailable."""
     return await guarded(RABBITMQ, asyncio.wait_for(step, timeouts.BROKER_CALL))
-
-
-def _prefetch_setter(channel: AbstractChannel) -> Callable[[int], Awaitable[None]]:
-    async def set_prefetch(count: int) -> None:
-        await broker_call(channel.set_qos(prefetch_count=count))
-
-    return set_prefetch
 
 
 async def _reject(message: AbstractIncomingMessage, lost: _Lost) -> None:

@@ -1,9 +1,11 @@
-"""show_sales: tickets sold and bookings per show, built from BookingMade alone.
+"""show_sales: tickets sold and bookings per show, built from the events alone.
 
-Each event adds its tickets in the same transaction that claims its message_id in the inbox, so
-a redelivered event adds nothing. Additions commute: events may arrive in any order, from
-concurrent deliveries, and the totals come out the same. `reconcile` checks the read model
-against the bookings table, which it must equal once every event has been consumed.
+Each BookingMade adds its tickets (and one booking), each BookingCanceled takes them away again,
+in the same transaction that claims its message_id in the inbox, so a redelivered event changes
+nothing. Additions commute: events may arrive in any order, from concurrent deliveries, and the
+totals come out the same (a cancellation applied before its booking leaves a show below zero
+for a moment; migration 0004 allows that). `reconcile` checks the read model against the
+confirmed bookings, which it must equal once every event has been consumed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.inbox import claim, transaction
 from service.db.tables import bookings
-from service.domain import BookingMade
+from service.domain import CONFIRMED, BookingCanceled, BookingEvent
 
 NAME = "show_sales"
 
@@ -43,19 +45,20 @@ class ShowSales:
         async with transaction(self._engine) as conn:
             await conn.execute(select(1))
 
-    async def handle(self, message_id: uuid.UUID, event: BookingMade) -> bool:
+    async def handle(self, message_id: uuid.UUID, event: BookingEvent) -> bool:
+        sign = -1 if isinstance(event, BookingCanceled) else 1
         async with transaction(self._engine) as conn:
             if not await claim(conn, NAME, message_id):
                 return False
             added = insert(show_sales).values(
-                show_id=event.show_id, tickets_sold=event.number_of_tickets, bookings=1
+                show_id=event.show_id, tickets_sold=sign * event.number_of_tickets, bookings=sign
             )
             await conn.execute(
                 added.on_conflict_do_update(
                     index_elements=[show_sales.c.show_id],
                     set_={
                         "tickets_sold": show_sales.c.tickets_sold + added.excluded.tickets_sold,
-                        "bookings": show_sales.c.bookings + 1,
+                        "bookings": show_sales.c.bookings + added.excluded.bookings,
                         "updated_at": func.now(),
                     },
                 )
@@ -72,7 +75,7 @@ class Sales:
 @dataclass(frozen=True, slots=True)
 class Difference:
     show_id: uuid.UUID
-    booked: Sales  # in the bookings table
+    booked: Sales  # confirmed, in the bookings table
     read_model: Sales  # in show_sales
 
     def __str__(self) -> str:
@@ -98,7 +101,7 @@ def differences(
 
 
 async def reconcile(engine: AsyncEngine) -> tuple[int, list[Difference]]:
-    """(shows compared, differences) between the bookings table and show_sales.
+    """(shows compared, differences) between the confirmed bookings and show_sales.
 
     Read in one REPEATABLE READ snapshot, so a booking committing meanwhile cannot show up on
     one side only. A booking whose event is still on its way is a difference: run it when the
@@ -108,9 +111,9 @@ async def reconcile(engine: AsyncEngine) -> tuple[int, list[Difference]]:
         conn = await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():
             booked_rows = await conn.execute(
-                select(
-                    bookings.c.show_id, func.sum(bookings.c.number_of_tickets), func.count()
-                ).group_by(bookings.c.show_id)
+                select(bookings.c.show_id, func.sum(bookings.c.number_of_tickets), func.count())
+                .where(bookings.c.status == CONFIRMED)
+                .group_by(bookings.c.show_id)
             )
             booked = {row[0]: Sales(int(row[1]), int(row[2])) for row in booked_rows}
             model_rows = await conn.execute(

@@ -1,6 +1,7 @@
 """The queues of one consumer, and their declaration on RabbitMQ.
 
     events (topic) ──BookingMade──▶ {exchange}.{name}     the main queue: the consumer reads it
+                   ─BookingCanceled─▶ (the same queue)
     retry copy ─▶ {exchange}.{name}.retry.{ms}   x-message-ttl=ms, then back to the main queue
     given up    ─▶ {exchange}.{name}.dlq          kept until `dlq redrive` or a person looks
 
@@ -28,7 +29,10 @@ from typing import Any
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from service.broker import declare_events_exchange
-from service.domain import BOOKING_MADE
+from service.domain import BOOKING_CANCELED, BOOKING_MADE
+
+# Every consumer hears both of a booking's events: one that books must also hear it undone.
+ROUTING_KEYS = (BOOKING_MADE, BOOKING_CANCELED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +94,8 @@ async def declare(
     main = await channel.declare_queue(
         topology.main, durable=True, arguments=topology.main_arguments()
     )
-    await main.bind(events, routing_key=BOOKING_MADE)
+    for routing_key in ROUTING_KEYS:
+        await main.bind(events, routing_key=routing_key)
     for delay_ms in sorted(set(topology.retry_delays_ms)):
         await channel.declare_queue(
             topology.retry(delay_ms), durable=True, arguments=topology.retry_arguments(delay_ms)

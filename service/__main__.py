@@ -17,6 +17,7 @@ from service.api.workers import run_workers
 from service.common import metrics
 from service.common.dependencies import dependencies_of
 from service.common.logs import configure_logging
+from service.common.loop import run as run_on_uvloop
 from service.common.probes import ProbeServer
 from service.common.tracing import configure_tracing
 from service.db.engine import migrate
@@ -111,7 +112,7 @@ def run_command(command: str, settings: Settings) -> None:
     elif command == "api":
         run_api(settings)
     elif command == "relay":
-        asyncio.run(run_relay(settings))
+        run_on_uvloop(run_relay(settings))
     elif command == "outbox-status":
         asyncio.run(print_outbox_status(settings))
 

@@ -6,6 +6,11 @@ requests queue in a lane; while a lane's transaction runs, later requests wait i
 and the next transaction takes up to `batch_max` of them at once and answers each on its own.
 A lone request starts at once, so coalescing adds no latency when it is quiet.
 
+Cancellations take the same path as bookings: they change the same counter, so a cancellation
+in a transaction of its own would fight the show's booking batch for its row (one of them failing
+with 40001 and running again, a whole batch if it loses), while in the batch it costs nothing
+extra; and the show's events, BookingMade and BookingCanceled, keep one commit order.
+
 Every show always uses the same lane (show id modulo the number of lanes), so a show's requests
 are decided in arrival order and a show never has two transactions of one process in flight. A
 lane carries many shows: on a hot show its batches are that show's buyers; spread over many
@@ -35,25 +40,55 @@ from typing import Protocol
 from service.common import timeouts
 from service.domain import (
     BatchDecision,
+    Booking,
     BookingRequest,
+    CancelRequest,
     ContentionExhausted,
-    NotEnoughSeats,
+    Outcome,
     OutcomeUnknown,
-    ShowNotFound,
+    PartlyDecided,
+    Request,
+    StoredAnswer,
     TooManyWaiting,
+    outcomes,
 )
 
 log = logging.getLogger(__name__)
 
-BookRequests = Callable[[list[BookingRequest]], Awaitable[BatchDecision]]
+BookRequests = Callable[[list[Request]], Awaitable[BatchDecision]]
+# What a request's caller gets back: None (booked), a stored answer (replayed for its
+# Idempotency-Key), a booking (a cancellation's answer). Refusals are raised.
+Settled = None | StoredAnswer | Booking
 
 
 @dataclass(slots=True)
 class _Pending:
-    request: BookingRequest
-    answer: asyncio.Future[None]
+    request: Request
+    answer: asyncio.Future[Settled]
+    # How long, past max_wait, its batch may take to answer it.
+    grace: float = 0.0
+    # Fires at max_wait: "busy" if the request still waits for its turn; in a batch, it gives
+    # the batch `grace` more. Cancelled once the request is answered.
+    deadline: asyncio.TimerHandle | None = None
     # Taken into a batch: from then on its outcome is the batch's, whatever the caller does.
     in_batch: bool = False
+
+    def expire(self) -> None:
+        """Waited too long for its turn: answered busy, never booked (the lane skips it)."""
+        if not self.in_batch:
+            _settle(self.answer, ContentionExhausted())
+        elif not self.answer.done():
+            self.deadline = asyncio.get_running_loop().call_later(self.grace, self.give_up)
+
+    def give_up(self) -> None:
+        """Its batch did not answer in time (a database on a dead path): booked or not is
+        unknown, and the caller is told so rather than kept waiting."""
+        _settle(self.answer, OutcomeUnknown())
+
+    def answered(self, outcome: Outcome | BaseException) -> None:
+        _settle(self.answer, outcome)
+        if self.deadline is not None:
+            self.deadline.cancel()
 
 
 @dataclass(slots=True)
@@ -63,7 +98,14 @@ class _Lane:
 
 
 class Booker(Protocol):
-    async def book(self, request: BookingRequest) -> None: ...
+    async def book(self, request: BookingRequest) -> StoredAnswer | None:
+        """None: booked now; a stored answer: the one given before for its Idempotency-Key.
+        Raises NotEnoughSeats, ShowNotFound, IdempotencyKeyReused, ContentionExhausted,
+        TooManyWaiting or RetriesExhausted."""
+
+    async def cancel(self, request: CancelRequest) -> Booking:
+        """The booking, canceled (now or before). Raises BookingNotFound, ContentionExhausted,
+        TooManyWaiting or RetriesExhausted."""
 
     async def close(self) -> None: ...
 
@@ -77,7 +119,13 @@ class OneTransactionPerRequest:
         self._max_queued = max_queued
         self._in_flight = 0
 
-    async def book(self, request: BookingRequest) -> None:
+    async def book(self, request: BookingRequest) -> StoredAnswer | None:
+        return _as_booked(await self._one(request))
+
+    async def cancel(self, request: CancelRequest) -> Booking:
+        return _as_canceled(await self._one(request))
+
+    async def _one(self, request: Request) -> Settled:
         if self._in_flight >= self._max_queued:
             raise TooManyWaiting()
         self._in_flight += 1
@@ -85,7 +133,7 @@ class OneTransactionPerRequest:
             decision = await self._book_requests([request])
         finally:
             self._in_flight -= 1
-        raise_outcome(request, decision)
+        return settled(request, decision)
 
     async def close(self) -> None:
         return None
@@ -109,44 +157,31 @@ class BookingCoalescer:
         self._lanes = [_Lane() for _ in range(lanes)]
         self._queued = 0  # entries in every lane's `waiting`, withdrawn ones until popped
 
-    async def book(self, request: BookingRequest) -> None:
-        """Book one request; raises NotEnoughSeats, ShowNotFound, ContentionExhausted,
-        TooManyWaiting or RetriesExhausted."""
+    async def book(self, request: BookingRequest) -> StoredAnswer | None:
+        return _as_booked(await self._submit(request))
+
+    async def cancel(self, request: CancelRequest) -> Booking:
+        return _as_canceled(await self._submit(request))
+
+    async def _submit(self, request: Request) -> Settled:
+        """Queue one request in its show's lane and wait for its batch's answer; raises
+        TooManyWaiting at once when the process holds as many as it may."""
         if self._queued >= self._max_queued:
             raise TooManyWaiting()
-        pending = _Pending(request, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        pending = _Pending(request, loop.create_future(), self._answer_grace)
+        pending.deadline = loop.call_later(self._max_wait, pending.expire)
         lane = self._lane_of(request.show_id)
         lane.waiting.append(pending)
         self._queued += 1
         if lane.worker is None:
             lane.worker = asyncio.create_task(self._drain(lane))
-        try:
-            # Shielded: the batch, not this caller, owns the answer once it is in a batch.
-            async with asyncio.timeout(self._max_wait):
-                await asyncio.shield(pending.answer)
-        except TimeoutError:
-            if pending.in_batch:
-                # Too late to withdraw: its transaction runs, and its outcome is the answer.
-                await self._outcome(pending)
-                return
-            pending.answer.cancel()  # never booked: the lane skips it
-            raise ContentionExhausted() from None
-        except asyncio.CancelledError:
-            # The caller went away (e.g. the client disconnected). Not yet in a batch: withdraw
-            # it, so no tickets are booked that nobody will hear of. In a batch: the batch
-            # goes on for everyone, this booking included, all or nothing.
-            if not pending.in_batch:
-                pending.answer.cancel()
-            raise
-
-    async def _outcome(self, pending: _Pending) -> None:
-        """The batch's answer, if it comes within the grace: a transaction bounds its own time,
-        so this only ends a wait that was already long (in the queue, then in the batch)."""
-        try:
-            async with asyncio.timeout(self._answer_grace):
-                await asyncio.shield(pending.answer)
-        except TimeoutError:
-            raise OutcomeUnknown() from None
+        # Not shielded: if the caller goes away (the client disconnected), its await cancels
+        # the future. Not yet in a batch, the lane then skips it: no tickets are booked that
+        # nobody will hear of. In a batch, the batch goes on for everyone, this booking
+        # included, all or nothing; the cancelled future only stops its answer.
+        # One future and one timer per request: the cheapest bounded wait asyncio has.
+        return await pending.answer
 
     def queued(self, show_id: uuid.UUID) -> int:
         """Requests waiting in this show's lane, not yet in a batch (for tests and metrics)."""
@@ -183,19 +218,22 @@ class BookingCoalescer:
         return lane.waiting.popleft()
 
     async def _run(self, batch: list[_Pending]) -> None:
+        rest: Exception = _UNDECIDED
         try:
             decision = await self._book_requests([p.request for p in batch])
+        except PartlyDecided as partly:  # a lost commit found: those it booked are booked
+            decision, rest = partly.decision, partly.error
         except Exception as error:  # the failure belongs to this batch only
             for pending in batch:
-                _settle(pending.answer, error)
+                pending.answered(error)
             return
         except asyncio.CancelledError:  # shutting down: the outcome is unknown, not "busy"
             for pending in batch:
                 pending.answer.cancel()
             raise
-        outcomes = outcome_by_booking(decision)
+        decided = outcomes(decision)
         for pending in batch:
-            _settle(pending.answer, outcomes.get(pending.request.booking_id, _UNDECIDED))
+            pending.answered(decided.get(pending.request.request_id, rest))
 
     async def close(self) -> None:
         workers = [lane.worker for lane in self._lanes if lane.worker is not None]
@@ -206,24 +244,30 @@ class BookingCoalescer:
 _UNDECIDED = RuntimeError("the booking transaction returned no decision for this request")
 
 
-def outcome_by_booking(decision: BatchDecision) -> dict[uuid.UUID, Exception | None]:
-    """Each request's answer: None if booked, else the error its caller gets."""
-    outcomes: dict[uuid.UUID, Exception | None] = {r.booking_id: None for r in decision.accepted}
-    outcomes.update((r.booking_id, NotEnoughSeats()) for r in decision.rejected)
-    outcomes.update((r.booking_id, ShowNotFound()) for r in decision.unknown_show)
-    return outcomes
-
-
-def raise_outcome(request: BookingRequest, decision: BatchDecision) -> None:
-    outcome = outcome_by_booking(decision)[request.booking_id]
-    if outcome is not None:
+def settled(request: Request, decision: BatchDecision) -> Settled:
+    """What `request`'s caller gets from `decision`; a refusal is raised."""
+    outcome = outcomes(decision).get(request.request_id, _UNDECIDED)
+    if isinstance(outcome, Exception):
         raise outcome
+    return outcome
 
 
-def _settle(answer: asyncio.Future[None], error: BaseException | None) -> None:
+def _as_booked(result: Settled) -> StoredAnswer | None:
+    if isinstance(result, Booking):
+        raise TypeError("a booking request was answered as a cancellation")
+    return result
+
+
+def _as_canceled(result: Settled) -> Booking:
+    if not isinstance(result, Booking):
+        raise TypeError("a cancellation was answered as a booking request")
+    return result
+
+
+def _settle(answer: asyncio.Future[Settled], outcome: Outcome | BaseException) -> None:
     if answer.done():
         return
-    if error is None:
-        answer.set_result(None)
+    if isinstance(outcome, BaseException):
+        answer.set_exception(outcome)
     else:
-        answer.set_exception(error)
+        answer.set_result(outcome)

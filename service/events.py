@@ -24,7 +24,10 @@ class EventHeader(_Strict):
     id: uuid.UUID = Field(description="The event's id; also the AMQP message_id (dedupe key)")
     published_at: AwareDatetime = Field(description="When the booking committed (RFC 3339)")
     idempotency_key: uuid.UUID = Field(
-        description="One booking is one effect downstream: the booking id"
+        description=(
+            "One effect downstream per key: the booking id for BookingMade; for BookingCanceled"
+            " a key of its own, uuid5(booking_id, 'BookingCanceled')"
+        )
     )
 
 
@@ -38,4 +41,12 @@ class BookingMadeBody(_Strict):
     customer_email: NonEmpty
 
 
-EVENT_BODIES: dict[str, type[_Strict]] = {"BookingMade": BookingMadeBody}
+class BookingCanceledBody(BookingMadeBody):
+    """A booking was canceled and its tickets went back to the show: the same fields as the
+    BookingMade it undoes, with an id of its own. It leaves after that BookingMade."""
+
+
+EVENT_BODIES: dict[str, type[_Strict]] = {
+    "BookingMade": BookingMadeBody,
+    "BookingCanceled": BookingCanceledBody,
+}

@@ -155,6 +155,12 @@ class _Api(BaseSettings):
     shows_api_token: Token = setting(
         SecretStr(""), "bearer token `POST /shows` requires; unset: no token needed"
     )
+    idempotency_key_ttl: Seconds = setting(
+        86_400.0,
+        "seconds an `Idempotency-Key` and its answer are kept (then purged by the relay)",
+        ge=1,
+        le=3.2e8,
+    )
 
 
 class _Relay(BaseSettings):
@@ -181,7 +187,10 @@ class _Relay(BaseSettings):
         86_400.0, "seconds a published outbox row is kept before it is purged", ge=0, le=3.2e8
     )
     outbox_purge_interval: Seconds = setting(
-        60.0, "seconds between purge rounds", ge=0.1, le=86_400
+        60.0,
+        "seconds between purge rounds (published outbox rows, expired idempotency keys)",
+        ge=0.1,
+        le=86_400,
     )
 
 

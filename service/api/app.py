@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service.api.auth import requiring_token
 from service.api.correlation import correlation_middleware
 from service.api.docs_page import render_docs_page
-from service.api.errors import error_middleware
+from service.api.errors import answer_for, error_middleware
 from service.api.observability import (
     BookingMetrics,
     observe_middleware,
@@ -27,14 +27,14 @@ from service.api.state import BODY_TIMEOUT, BOOKER, DOCS_PAGE, OPENAPI, READINES
 from service.coalescer import Booker, BookingCoalescer, OneTransactionPerRequest
 from service.common import timeouts
 from service.common.dependencies import dependencies_of
-from service.db.booking import BookingObserver, book_requests
+from service.db.booking import BookingObserver, KeyRules, book_requests
 from service.db.engine import (
     create_engine,
     refuse_closed_connections,
     serializable_sessions,
 )
 from service.db.lost_commit import LostCommitRecovery
-from service.domain import BatchDecision, BookingRequest
+from service.domain import BatchDecision, Request
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -131,13 +131,15 @@ async def _select_one(sessions: async_sessionmaker[AsyncSession]) -> None:
 async def _booker(
     app: web.Application, settings: Settings, observer: BookingObserver
 ) -> AsyncIterator[None]:
-    """Bookings go through a coalescer (or, with coalescing off, one transaction each); each
+    """Bookings and cancellations go through a coalescer (or, with coalescing off, one
+    transaction each). A keyed request's answer is stored as the error map renders it. Each
     transaction is bounded, and its outcome found out when the database fails under it."""
     booking_sessions = serializable_sessions(app[ENGINE])
+    keys = KeyRules(answer_for, settings.idempotency_key_ttl)
 
-    async def transaction(requests: list[BookingRequest]) -> BatchDecision:
+    async def transaction(requests: list[Request]) -> BatchDecision:
         return await book_requests(
-            booking_sessions, requests, settings.booking_max_attempts, observer
+            booking_sessions, requests, settings.booking_max_attempts, observer, keys
         )
 
     book = LostCommitRecovery(transaction, app[SESSIONS], settings.booking_max_wait)

@@ -9,18 +9,23 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from service.api.state import BOOKING_ID
+from service.common.encoding import json_response, to_json
 from service.common.outages import is_database_outage
 from service.common.validation import describe
 from service.db.booking import BookingFailed
 from service.db.engine import RetriesExhausted
 from service.domain import (
     BookingNotFound,
+    BookingRequest,
     ContentionExhausted,
     DomainError,
+    IdempotencyKeyReused,
     NotEnoughSeats,
+    Outcome,
     OutcomeUnknown,
     ShowConflict,
     ShowNotFound,
+    StoredAnswer,
     TooManyWaiting,
 )
 
@@ -33,6 +38,7 @@ STATUS: dict[type[DomainError], int] = {
     NotEnoughSeats: 400,
     ShowNotFound: 404,
     BookingNotFound: 404,
+    IdempotencyKeyReused: 422,
     ShowConflict: 409,
     ContentionExhausted: 503,
     TooManyWaiting: 503,
@@ -61,7 +67,18 @@ class Unauthorized(Exception):
 def error_response(
     status: int, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
+    return json_response({"error": message}, status=status, headers=headers)
+
+
+def answer_for(request: BookingRequest, outcome: Outcome) -> StoredAnswer:
+    """The answer to a decided booking request, exactly as it is sent: stored with the
+    request's Idempotency-Key (in the booking's transaction) to be replayed as it was."""
+    if outcome is None:
+        body = {"booking_id": str(request.booking_id)}
+        return StoredAnswer(201, to_json(body), request.booking_id)
+    if isinstance(outcome, DomainError):
+        return StoredAnswer(STATUS.get(type(outcome), 400), to_json({"error": str(outcome)}))
+    raise TypeError(f"a booking request cannot be answered with {outcome!r}")
 
 
 def _retry_later(message: str) -> web.Response:
@@ -110,7 +127,7 @@ def _told(error: DomainError, request: web.Request) -> str:
     been given yet, and how to find out about it (asking again could book twice)."""
     booking = request.get(BOOKING_ID)
     if isinstance(error, OutcomeUnknown) and booking is not None:
-        return f"{error}; GET /bookings/{booking} tells whether booking {booking} was made"
+        return f"{error}; GET /bookings/{booking} tells"
     return str(error)
 
 

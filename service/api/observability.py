@@ -7,14 +7,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 
 from aiohttp import web
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 
 from service.api.errors import Handler
-from service.common import metrics
+from service.common import metrics, tracing
 from service.db.engine import RetriesExhausted
 from service.domain import (
     BatchDecision,
@@ -40,6 +42,12 @@ async def trace_middleware(request: web.Request, handler: Handler) -> web.Stream
     route = _route_of(request)
     if route in UNTRACED_ROUTES:
         return await handler(request)
+    if not tracing.recording():
+        token = otel_context.attach(tracing.unrecorded_context(request.headers.get("traceparent")))
+        try:
+            return await handler(request)
+        finally:
+            otel_context.detach(token)
     with _tracer.start_as_current_span(
         f"{request.method} {route}",
         context=propagate.extract(request.headers),
@@ -99,17 +107,25 @@ _REFUSED: dict[type[Exception], Counter] = {
 }
 
 
+@dataclass(slots=True)
+class CountedBooking:
+    replayed: bool = False  # answered from its Idempotency-Key: not a booking of its own
+
+
 @contextlib.contextmanager
-def counted_booking() -> Iterator[None]:
-    """Counts the outcome of the booking request made inside (tickets_bookings_total)."""
+def counted_booking() -> Iterator[CountedBooking]:
+    """Counts the outcome of the booking request made inside (tickets_bookings_total); a
+    replayed answer counts as nothing."""
+    counted = CountedBooking()
     try:
-        yield
+        yield counted
     except Exception as error:
         counter = _REFUSED.get(type(error))
         if counter is not None:
             counter.inc()
         raise
-    _ACCEPTED.inc()
+    if not counted.replayed:
+        _ACCEPTED.inc()
 
 
 class BookingMetrics:
@@ -121,4 +137,7 @@ class BookingMetrics:
     def committed(self, decision: BatchDecision) -> None:
         metrics.BOOKING_TRANSACTIONS.inc()
         size = len(decision.accepted) + len(decision.rejected) + len(decision.unknown_show)
+        size += len(decision.canceled) + len(decision.unchanged) + len(decision.missing)
         metrics.BOOKING_BATCH_SIZE.observe(size)
+        if decision.canceled:  # a cancellation repeated finds its booking canceled: not counted
+            metrics.CANCELLATIONS.inc(len(decision.canceled))

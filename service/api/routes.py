@@ -94,6 +94,7 @@ def with_body(
 
 RETRY_AFTER = Header("Retry-After", "seconds to wait before retrying", {"type": "string"}, True)
 SHOW_NOT_FOUND = Answer("no such show (or not a show id)")
+BOOKING_NOT_FOUND = Answer("no such booking (or not a booking id)")
 BUSY = Answer(
     "not booked, retry: the show is busy (contention retries ran out, or the request waited "
     "longer than BOOKING_MAX_WAIT), too many bookings wait (BOOKING_MAX_QUEUED), or the "
@@ -101,10 +102,11 @@ BUSY = Answer(
     headers=(RETRY_AFTER,),
 )
 
-BOOKING_UNAVAILABLE = Answer(
+# With a booking id in its error: the outcome is unknown (service/db/lost_commit.py).
+UNAVAILABLE = Answer(
     BUSY.description + "; or, when the error names a booking id, the database stopped answering"
-    " while that booking was committed and could not be asked since: it may exist, and GET"
-    " /bookings/{booking_id} tells (booking again could book twice)",
+    " while the request was being committed and could not be asked since: it may have been"
+    " done, and GET /bookings/{booking_id} tells (booking again could book twice)",
     headers=(RETRY_AFTER,),
 )
 
@@ -114,6 +116,23 @@ SHOW_LINKS = (
 )
 BOOKING_LINKS = (
     Link("GetBooking", "GET /bookings/{booking_id}", {"booking_id": "$response.body#/booking_id"}),
+    Link(
+        "CancelBooking",
+        "DELETE /bookings/{booking_id}",
+        {"booking_id": "$response.body#/booking_id"},
+    ),
+)
+IDEMPOTENCY_KEY = Header(
+    "Idempotency-Key",
+    "1-255 visible ASCII characters (else 400). The same key and body again get the first "
+    "answer again (Idempotent-Replayed: true) and book nothing; another body: 422. Kept "
+    "IDEMPOTENCY_KEY_TTL seconds.",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+)
+REPLAYED = Header(
+    "Idempotent-Replayed",
+    "`true`: the answer given before to this Idempotency-Key, replayed; nothing was booked now",
+    {"type": "string", "enum": ["true"]},
 )
 
 ROUTES: tuple[Route, ...] = (
@@ -149,20 +168,42 @@ ROUTES: tuple[Route, ...] = (
         with_body(BookTicketsBody, handlers.post_book_tickets),
         "Book tickets for a show",
         {
-            201: Answer("booked", BookingCreated, links=BOOKING_LINKS),
-            400: Answer('invalid body, or {"error": "not enough seats available"}'),
-            404: SHOW_NOT_FOUND,
-            503: BOOKING_UNAVAILABLE,
+            201: Answer(
+                "booked (or, replayed for its Idempotency-Key, booked before)",
+                BookingCreated,
+                headers=(REPLAYED,),
+                links=BOOKING_LINKS,
+            ),
+            400: Answer(
+                'invalid body or Idempotency-Key, or {"error": "not enough seats available"}',
+                headers=(REPLAYED,),
+            ),
+            404: Answer("no such show (or not a show id)", headers=(REPLAYED,)),
+            422: Answer("this Idempotency-Key was used with a different body; nothing booked"),
+            503: UNAVAILABLE,
         },
         body=BookTicketsBody,
+        headers=(IDEMPOTENCY_KEY,),
         uses_database=True,
     ),
     Route(
         "GET",
         "/bookings/{booking_id}",
         handlers.get_booking,
-        "A booking",
-        {200: Answer("the booking", Booking), 404: Answer("no such booking (or not a booking id)")},
+        "A booking, confirmed or canceled",
+        {200: Answer("the booking", Booking), 404: BOOKING_NOT_FOUND},
+        uses_database=True,
+    ),
+    Route(
+        "DELETE",
+        "/bookings/{booking_id}",
+        handlers.delete_booking,
+        "Cancel a booking: its tickets go back on sale, a BookingCanceled event follows",
+        {
+            200: Answer("the booking, canceled (now or before: a repeat changes nothing)", Booking),
+            404: BOOKING_NOT_FOUND,
+            503: UNAVAILABLE,
+        },
         uses_database=True,
     ),
     Route(

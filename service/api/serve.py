@@ -12,6 +12,7 @@ from aiohttp import web
 
 from service.api.app import create_app
 from service.common.logs import configure_logging
+from service.common.loop import new_event_loop
 from service.common.tracing import configure_tracing
 from service.settings import Settings
 
@@ -28,4 +29,5 @@ def serve(settings: Settings, reuse_port: bool) -> None:
         reuse_port=reuse_port,
         access_log=None,
         print=lambda *_: log.info("api listening on %s:%d", settings.http_host, settings.http_port),
+        loop=new_event_loop(),
     )

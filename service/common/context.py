@@ -8,8 +8,9 @@ names what it belongs to.
 from __future__ import annotations
 
 import re
-import uuid
 from contextvars import ContextVar
+
+from service.common.ids import new_id
 
 CORRELATION_HEADER = "Correlation-ID"
 NO_CORRELATION_ID = "-"
@@ -23,4 +24,4 @@ def correlation_id_from(given: str | None) -> str:
     """The caller's correlation id if it is one we can safely carry, else a fresh one."""
     if given and _VALID_CORRELATION_ID.match(given):
         return given
-    return f"gen-{uuid.uuid4()}"
+    return f"gen-{new_id()}"

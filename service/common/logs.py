@@ -14,7 +14,6 @@ can quote a whole row ("Failing row contains (…, fan@example.com, …)").
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -23,6 +22,7 @@ from datetime import UTC, datetime
 from aiohttp.http_exceptions import HttpProcessingError
 
 from service.common import context
+from service.common.encoding import to_json
 from service.common.tracing import current_trace_id
 
 # user@host.tld: local part and domain without spaces, quotes or brackets (so `@decorator`
@@ -55,7 +55,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
+        return to_json(line)
 
 
 def redact(line: str) -> str:

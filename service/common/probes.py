@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from service.common.encoding import json_response
 from service.common.metrics import exposition
 
 log = logging.getLogger(__name__)
@@ -29,15 +30,15 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     # The pid tells API workers apart (API_WORKERS > 1: which process answered).
-    return web.json_response({"status": "ok", "pid": os.getpid()})
+    return json_response({"status": "ok", "pid": os.getpid()})
 
 
 def ready(check: ReadyCheck) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def answer(request: web.Request) -> web.Response:
         problem = await check()
         if problem is not None:
-            return web.json_response({"error": problem}, status=503)
-        return web.json_response({"status": "ready"})
+            return json_response({"error": problem}, status=503)
+        return json_response({"status": "ready"})
 
     return answer
 

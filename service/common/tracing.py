@@ -14,6 +14,7 @@ trace, at the cost of an id per span and no export.
 from __future__ import annotations
 
 import logging
+import random
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -22,22 +23,31 @@ from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrument
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
-from opentelemetry.trace import format_trace_id
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    TraceFlags,
+    format_trace_id,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 log = logging.getLogger(__name__)
 
 TRACEPARENT = "traceparent"
 NO_TRACE_ID = "-"
 _configured = False
+_recording = False
+_W3C = TraceContextTextMapPropagator()
+_ids = random.SystemRandom()  # ids no one can guess, as the SDK's
 
 
 def configure_tracing(service_name: str, otlp_endpoint: str) -> None:
     """Set up the tracer provider and the instrumentations, once per process."""
-    global _configured
+    global _configured, _recording
     if _configured:
         return
     _configured = True
-    exporting = bool(otlp_endpoint)
+    exporting = _recording = bool(otlp_endpoint)
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name}),
         sampler=_sampler(exporting),
@@ -71,11 +81,28 @@ def _export(provider: TracerProvider, endpoint: str) -> None:
     log.info("exporting traces to %s", endpoint)
 
 
+def recording() -> bool:
+    """Whether spans are recorded (and exported): only with OTEL_EXPORTER_OTLP_ENDPOINT."""
+    return _recording
+
+
+def unrecorded_context(traceparent: str | None) -> otel_context.Context:
+    """A server's context when nothing records spans: the caller's trace (or a new one) with a
+    span id of this hop's own. What the SDK would make of a span it does not record, for a
+    fraction of the CPU (measured: the SDK's span was ~8 % of a booking's)."""
+    parent = trace.get_current_span(_W3C.extract({TRACEPARENT: traceparent} if traceparent else {}))
+    parent_context = parent.get_span_context()
+    trace_id = parent_context.trace_id if parent_context.is_valid else _ids.getrandbits(128)
+    own = SpanContext(trace_id, _ids.getrandbits(64), is_remote=False, trace_flags=TraceFlags(0))
+    return trace.set_span_in_context(NonRecordingSpan(own))
+
+
 def current_traceparent() -> str | None:
     """The W3C traceparent of the current span, to store with work that leaves the process."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier.get(TRACEPARENT)
+    span = trace.get_current_span().get_span_context()
+    if not span.is_valid:
+        return None
+    return f"00-{span.trace_id:032x}-{span.span_id:016x}-{int(span.trace_flags):02x}"
 
 
 def context_of(traceparent: str | None) -> otel_context.Context:

@@ -11,6 +11,7 @@ from sqlalchemy import Row, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.common.ids import new_id
 from service.db.tables import shows
 from service.domain import ShowConflict, ShowNotFound
 
@@ -35,7 +36,7 @@ async def create_show(
             await session.execute(
                 insert(shows)
                 .values(
-                    show_id=uuid.uuid4(),
+                    show_id=new_id(),
                     dead_nation_id=show.dead_nation_id,
                     number_of_tickets=show.number_of_tickets,
                     tickets_booked=0,

@@ -2,7 +2,7 @@
 
 leader.py     OutboxRelay: who leads (a session advisory lock), the loop, outages
 publisher.py  OutboxPublisher: read a batch, publish it with confirms, mark what was confirmed
-purge.py      OutboxPurge: delete published rows past their retention, beside the relay
+purge.py      Purge: delete published rows and expired idempotency keys, beside the relay
 """
 
 from service.relay.leader import OutboxRelay

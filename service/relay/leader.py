@@ -32,7 +32,7 @@ from service.common.outages import (
 from service.db.outbox import NOTIFY_CHANNEL, dedicated_connection, try_lead
 from service.relay.backlog import OutboxBacklog
 from service.relay.publisher import OutboxPublisher
-from service.relay.purge import OutboxPurge
+from service.relay.purge import Purge, retentions
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,11 +60,14 @@ class OutboxRelay:
         stopped."""
         settings = self._settings
         database_url = settings.database_url.get_secret_value()
-        purge = OutboxPurge(
-            database_url, settings.outbox_retention, settings.outbox_purge_interval, self._stopping
+        purge = Purge(
+            database_url,
+            retentions(settings.outbox_retention, settings.idempotency_key_ttl),
+            settings.outbox_purge_interval,
+            self._stopping,
         )
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(purge.run(), name="outbox-purge")
+            tasks.create_task(purge.run(), name="purge")
             tasks.create_task(OutboxBacklog(database_url, self._stopping).run(), name="backlog")
             await run_until_stopped(
                 self._lead_and_relay, self._stopping, self._outages, settings.relay_max_backoff

@@ -19,7 +19,7 @@ from service.api import create_app
 from service.api.state import BOOKER
 from service.coalescer import BookingCoalescer
 from service.db.booking import book_requests
-from service.domain import BatchDecision, BookingRequest, NotEnoughSeats
+from service.domain import BatchDecision, BookingRequest, NotEnoughSeats, Request
 from service.settings import Settings
 from tests.support.api import Client, booking_body
 from tests.support.api import create_show as create_show_over_http
@@ -36,8 +36,8 @@ async def test_a_one_behind_a_refused_five_is_booked_in_the_same_batch(
 ) -> None:
     batches: list[list[int]] = []
 
-    async def book(requests: list[BookingRequest]) -> BatchDecision:
-        batches.append([r.number_of_tickets for r in requests])
+    async def book(requests: list[Request]) -> BatchDecision:
+        batches.append([r.number_of_tickets for r in requests if isinstance(r, BookingRequest)])
         return await book_requests(sessions, requests, max_attempts=5)
 
     coalescer = BookingCoalescer(book, batch_max=100, lanes=1, max_wait=BOUND, max_queued=1000)

@@ -19,7 +19,7 @@ from consumers.dlq import list_dead_letters
 from consumers.retries import POISON
 from service.settings import Settings
 from tests.support.consumers import consumer_queues, depths, fast, running
-from tests.support.events import booking_made, message_for, publish, raw_message
+from tests.support.events import booking_made, canceled, message_for, publish, raw_message
 from tests.support.proxy import proxy_to
 from tests.support.waiting import until
 
@@ -60,6 +60,30 @@ async def test_the_same_message_twice_has_one_effect(
         )
         assert (sales["tickets_sold"], sales["bookings"]) == (5, 2)
         assert (runner.stats.applied, runner.stats.duplicates) == (2, 2)
+        assert set((await depths(settings, queues)).values()) == {0}
+
+
+async def test_a_cancellation_subtracts_once_whatever_the_order(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    settings = fast(settings, events_exchange=f"{settings.events_exchange}.cancel")
+    async with consumer_queues(settings, NAME) as (queues,):
+        show_id = uuid.uuid4()
+        kept, undone = booking_made(show_id, 3), booking_made(show_id, 2)
+        undo = canceled(undone)
+        sales = "SELECT tickets_sold, bookings FROM show_sales WHERE show_id = $1"
+        claimed = "SELECT count(*) FROM inbox WHERE consumer = $1 AND message_id = ANY($2)"
+        # The cancellation comes first (its BookingMade is late: retried, or dead-lettered and
+        # redriven), and twice.
+        await publish(settings, [message_for(undo), message_for(undo)])
+        async with running(settings, [NAME]) as (runner,):
+            await until(lambda: stat_reached(lambda: runner.stats.duplicates, 1))
+            assert tuple(await db.fetchrow(sales, show_id)) == (-2, -1)  # below zero, for now
+            await publish(settings, [message_for(kept), message_for(undone)])
+            ids = [kept.event_id, undone.event_id, undo.event_id]
+            await at_least(3, db, claimed, NAME, ids)
+        assert tuple(await db.fetchrow(sales, show_id)) == (3, 1)
+        assert (runner.stats.applied, runner.stats.duplicates) == (3, 1)
         assert set((await depths(settings, queues)).values()) == {0}
 
 

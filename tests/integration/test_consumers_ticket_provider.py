@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,11 +15,18 @@ import asyncpg
 from consumers.bootstrap import topology
 from consumers.dlq import list_dead_letters
 from consumers.retries import EXHAUSTED, REJECTED
-from consumers.ticket_provider import booking_request
-from service.domain import BookingMade
+from consumers.ticket_provider import delete_key
+from service.domain import BookingEvent, BookingMade, cancellation_key
 from service.settings import Settings
 from tests.support.consumers import consumer_queues, depths, fast, running
-from tests.support.events import booking_made, message_for, publish
+from tests.support.database import asyncpg_dsn
+from tests.support.events import (
+    booking_made,
+    canceled,
+    insert_bookings,
+    message_for,
+    publish,
+)
 from tests.support.processes import environment, start
 from tests.support.provider import FakeProvider, serving
 from tests.support.waiting import until
@@ -38,7 +47,7 @@ async def new_show(db: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
     return show_id, dead_nation_id
 
 
-async def applied(db: asyncpg.Connection, events: list[BookingMade]) -> int:
+async def applied(db: asyncpg.Connection, events: Sequence[BookingEvent]) -> int:
     return int(
         await db.fetchval(
             "SELECT count(*) FROM inbox WHERE consumer = $1 AND message_id = ANY($2)",
@@ -64,6 +73,7 @@ async def test_a_flaky_provider_gets_every_booking_exactly_once(
         async with consumer_queues(settings, NAME) as (queues,):
             shows = dict([await new_show(db) for _ in range(3)])
             events = [booking_made(show_id, 1 + n % 3) for n in range(40) for show_id in shows]
+            await insert_bookings(db, events)
             started = time.monotonic()
             await publish(settings, map(message_for, events))
             async with running(settings, [NAME]) as (runner,):
@@ -78,7 +88,12 @@ async def test_a_flaky_provider_gets_every_booking_exactly_once(
             for event in events:
                 calls = provider.calls_for(str(event.booking_id))
                 # Every call for a booking, repeats included, carries its key and the same body.
-                expected = booking_request(event, shows[event.show_id])
+                expected = {
+                    "booking_id": str(event.booking_id),
+                    "customer_address": event.customer_email,
+                    "event_id": str(shows[event.show_id]),
+                    "number_of_tickets": event.number_of_tickets,
+                }
                 assert {(c.idempotency_key, str(c.body)) for c in calls} == {
                     (str(event.booking_id), str(expected))
                 }
@@ -108,6 +123,7 @@ async def test_a_failing_booking_is_dead_lettered_while_the_others_flow_then_red
         async with consumer_queues(settings, NAME) as (queues,):
             show_id, _ = await new_show(db)
             bad, *others = [booking_made(show_id) for _ in range(21)]
+            await insert_bookings(db, [bad, *others])
             provider.failing.add(str(bad.booking_id))
             await publish(settings, map(message_for, [bad, *others]))  # the bad one first
             async with running(settings, [NAME]) as (runner,):
@@ -166,6 +182,7 @@ async def test_a_refused_booking_goes_to_the_dead_letter_queue_at_once(
         async with consumer_queues(settings, NAME) as (queues,):
             show_id, _ = await new_show(db)
             refused = booking_made(show_id)
+            await insert_bookings(db, [refused])
             provider.refusing.add(str(refused.booking_id))
             await publish(settings, [message_for(refused)])
             async with running(settings, [NAME]) as (runner,):
@@ -204,6 +221,7 @@ async def test_a_stop_lets_the_calls_in_flight_finish(
         async with consumer_queues(settings, NAME) as (queues,):
             show_id, _ = await new_show(db)
             events = [booking_made(show_id) for _ in range(5)]
+            await insert_bookings(db, events)
             await publish(settings, map(message_for, events))
             async with running(settings, [NAME]) as (runner,):
 
@@ -216,3 +234,170 @@ async def test_a_stop_lets_the_calls_in_flight_finish(
             assert await applied(db, events) == len(events)
             assert set((await depths(settings, queues)).values()) == {0}
     assert len(provider.calls) == len(events)  # no call repeated after the stop
+
+
+async def cancel_in_table(db: asyncpg.Connection, event: BookingMade) -> None:
+    """What DELETE /bookings/{id} commits, as far as ticket_provider reads it."""
+    await db.execute(
+        "UPDATE bookings SET status = 'canceled', canceled_at = now() WHERE booking_id = $1",
+        event.booking_id,
+    )
+
+
+def calls(provider: FakeProvider, event: BookingMade) -> list[tuple[str, str | None, int]]:
+    return [
+        (c.method, c.idempotency_key, c.status) for c in provider.calls_for(str(event.booking_id))
+    ]
+
+
+async def test_a_cancellation_deletes_the_ticket_with_a_key_of_its_own(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    provider = FakeProvider()
+    async with serving(provider):
+        settings = fast(
+            settings,
+            events_exchange=f"{settings.events_exchange}.cancel",
+            ticket_provider_url=provider.url,
+        )
+        async with consumer_queues(settings, NAME) as (queues,):
+            show_id, _ = await new_show(db)
+            kept, undone = booking_made(show_id), booking_made(show_id, 2)
+            await insert_bookings(db, [kept, undone])
+            await publish(settings, map(message_for, [kept, undone]))
+            async with running(settings, [NAME]) as (runner,):
+                await until(lambda: _applied_all(db, [kept, undone]))
+                await cancel_in_table(db, undone)
+                undo = canceled(undone)
+                await publish(settings, [message_for(undo)])
+                await until(lambda: _applied_all(db, [undo]))
+                await publish(settings, [message_for(undo)])  # delivered again: no call
+                await until(lambda: stat_reached(lambda: runner.stats.duplicates, 1))
+            assert set(provider.live) == {str(kept.booking_id)}
+            key = str(cancellation_key(undone.booking_id))
+            assert calls(provider, undone) == [
+                ("POST", str(undone.booking_id), 201),
+                ("DELETE", key, 200),
+            ]
+            assert set((await depths(settings, queues)).values()) == {0}
+
+
+async def test_a_cancellation_that_overtakes_its_booking_leaves_no_ticket(
+    settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    provider = FakeProvider()
+    async with serving(provider):
+        settings = fast(
+            settings,
+            events_exchange=f"{settings.events_exchange}.overtaken",
+            ticket_provider_url=provider.url,
+            consumer_max_attempts=2,
+        )
+        async with consumer_queues(settings, NAME) as (queues,):
+            show_id, _ = await new_show(db)
+            late = booking_made(show_id)
+            await insert_bookings(db, [late])
+            provider.failing.add(str(late.booking_id))  # its BookingMade ends dead-lettered
+            await publish(settings, [message_for(late)])
+            async with running(settings, [NAME]) as (runner,):
+                await until(lambda: stat_reached(lambda: runner.stats.dead_lettered, 1))
+                # The booking is canceled; its BookingCanceled is applied first (nothing to
+                # delete yet)...
+                provider.failing.clear()
+                await cancel_in_table(db, late)
+                undo = canceled(late)
+                await publish(settings, [message_for(undo)])
+                await until(lambda: _applied_all(db, [undo]))
+                # ...then the BookingMade is redriven: no ticket for a canceled booking.
+                env = environment(settings, TICKET_PROVIDER_URL=provider.url)
+                assert "sent 1 messages" in await cli(
+                    ["consumers", "dlq", "redrive", NAME], env, tmp_path
+                )
+                await until(lambda: _applied_all(db, [late]))
+            assert provider.live == {}
+            assert [c for c in calls(provider, late) if c[0] == "POST"] == [
+                ("POST", str(late.booking_id), 500),
+                ("POST", str(late.booking_id), 500),
+            ]
+            assert set((await depths(settings, queues)).values()) == {0}
+
+
+async def test_a_booking_canceled_while_its_ticket_is_made_gets_it_taken_back(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    provider = FakeProvider()
+    async with serving(provider):
+        settings = fast(
+            settings,
+            events_exchange=f"{settings.events_exchange}.meanwhile",
+            ticket_provider_url=provider.url,
+        )
+        async with consumer_queues(settings, NAME) as (queues,):
+            show_id, _ = await new_show(db)
+            event = booking_made(show_id)
+            await insert_bookings(db, [event])
+            undo = canceled(event)
+
+            async def canceled_meanwhile(booking_id: str) -> None:
+                # While the POST is on its way, the booking is canceled and its BookingCanceled
+                # reaches the provider first: its DELETE finds no ticket yet. (On a connection
+                # of its own: the test's is busy polling meanwhile.)
+                own = await asyncpg.connect(asyncpg_dsn(settings.database_url.get_secret_value()))
+                try:
+                    await cancel_in_table(own, event)
+                finally:
+                    await own.close()
+                await publish(settings, [message_for(undo)])
+
+                async def deleted() -> bool:
+                    return any(c.method == "DELETE" for c in provider.calls_for(booking_id))
+
+                await until(deleted)
+
+            provider.before_booking = canceled_meanwhile
+            await publish(settings, [message_for(event)])
+            async with running(settings, [NAME]):
+                await until(lambda: _applied_all(db, [event, undo]))
+            assert provider.live == {}
+            assert calls(provider, event) == [
+                ("DELETE", str(cancellation_key(event.booking_id)), 404),
+                ("POST", str(event.booking_id), 201),
+                ("DELETE", str(delete_key(event)), 200),  # the consumer takes it back
+            ]
+            assert set((await depths(settings, queues)).values()) == {0}
+
+
+async def test_forged_events_are_dead_lettered_without_a_call(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    provider = FakeProvider()
+    async with serving(provider):
+        settings = fast(
+            settings,
+            events_exchange=f"{settings.events_exchange}.forged",
+            ticket_provider_url=provider.url,
+        )
+        async with consumer_queues(settings, NAME) as (queues,):
+            show_id, _ = await new_show(db)
+            nobody, real = booking_made(show_id), booking_made(show_id, 2)
+            await insert_bookings(db, [real])
+            inflated = dataclasses.replace(real, event_id=uuid.uuid4(), number_of_tickets=200)
+            not_canceled = canceled(real)
+            forged = [nobody, inflated, not_canceled]
+            await publish(settings, map(message_for, forged))
+            async with running(settings, [NAME]) as (runner,):
+                await until(lambda: stat_reached(lambda: runner.stats.dead_lettered, 3))
+            dead = await list_dead_letters(settings.amqp_url.get_secret_value(), queues)
+            assert {(d.message_id, d.failure) for d in dead} == {
+                (str(e.event_id), REJECTED) for e in forged
+            }
+            assert all("forged event" in d.last_error for d in dead)
+            assert provider.received == 0
+
+
+async def _applied_all(db: asyncpg.Connection, events: Sequence[BookingEvent]) -> bool:
+    return await applied(db, events) == len(events)
+
+
+async def stat_reached(stat: Callable[[], int], count: int) -> bool:
+    return stat() >= count

@@ -146,8 +146,8 @@ async def test_a_lost_commit_that_cannot_be_looked_up_is_unknown_never_retry(
             (made,) = await bookings_of(db, show_id)  # it committed
             assert response.status == 503
             assert body == {
-                "error": "the database stopped answering while this booking was being made: it"
-                f" may exist; GET /bookings/{made} tells whether booking {made} was made"
+                "error": "the database stopped answering while this was being committed, and"
+                f" could not be asked since: it may have been done; GET /bookings/{made} tells"
             }
             proxy.heal()
             found = await client.get(f"/bookings/{made}")

@@ -10,14 +10,14 @@ import uuid
 
 from consumers import show_sales
 from consumers.__main__ import main
-from service.domain import BookingMade
+from service.domain import BookingEvent
 
 CRASH_ON = uuid.UUID(os.environ["CRASH_ON_BOOKING"])
 handle = show_sales.ShowSales.handle
 
 
 async def crashing_handle(
-    self: show_sales.ShowSales, message_id: uuid.UUID, event: BookingMade
+    self: show_sales.ShowSales, message_id: uuid.UUID, event: BookingEvent
 ) -> bool:
     if event.booking_id == CRASH_ON:
         print(f"crashing on booking {CRASH_ON}", flush=True)

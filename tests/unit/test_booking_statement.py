@@ -11,7 +11,15 @@ from datetime import UTC, datetime
 from sqlalchemy.dialects import postgresql
 
 from service.db.booking import BOOK, book_parameters
-from service.domain import BookingRequest, Capacity, decide_for_shows
+from service.domain import (
+    Booking,
+    BookingRequest,
+    CancelRequest,
+    Capacity,
+    IdempotencyKey,
+    StoredAnswer,
+    decide_for_shows,
+)
 
 
 def _sql() -> str:
@@ -24,8 +32,10 @@ def test_one_statement_updates_the_counter_and_inserts_bookings_and_outbox_rows(
     assert re.search(r"UPDATE shows SET tickets_booked = shows\.tickets_booked \+", sql)
     assert "INSERT INTO bookings" in sql
     assert "INSERT INTO outbox" in sql
-    # The outbox insert is the statement itself; the others are its CTEs.
     assert sql.index("INSERT INTO outbox") > sql.index("INSERT INTO bookings")
+    # Cancellations and the answers of Idempotency-Keys commit with them, or not at all.
+    assert "UPDATE bookings SET status = 'canceled'" in sql
+    assert "INSERT INTO idempotency_keys" in sql
 
 
 def test_parameters_hold_one_row_per_accepted_request_and_one_counter_per_show() -> None:
@@ -44,3 +54,22 @@ def test_parameters_hold_one_row_per_accepted_request_and_one_counter_per_show()
     assert len(parameters["event_ids"]) == len(parameters["payloads"]) == 3
     names = set(re.findall(r"(?<!:):(\w+)", str(BOOK)))
     assert names == set(parameters)
+
+
+def test_parameters_of_a_batch_that_books_cancels_and_stores_keys() -> None:
+    show, now = uuid.uuid4(), datetime.now(UTC)
+    held = Booking(uuid.uuid4(), show, 3, "x@example.com", now)
+    keyed = BookingRequest(show, 1, "y@example.com", "c1", key=IdempotencyKey("k", "f"))
+    cancel = CancelRequest(held.booking_id, show, "c2", traceparent="00-trace")
+    decision = decide_for_shows(
+        {show: Capacity(3, 3)}, [cancel, keyed], {held.booking_id: held}, now
+    )
+    answer = StoredAnswer(201, "{}", keyed.booking_id)
+    parameters = book_parameters(decision, now, [(IdempotencyKey("k", "f"), answer)])
+    # The cancellation gives 3 back, the booking takes 1: one counter change of -2.
+    assert (parameters["counter_show_ids"], parameters["counter_tickets"]) == ([show], [-2])
+    assert parameters["canceled_ids"] == [held.booking_id]
+    assert parameters["routing_keys"] == ["BookingMade", "BookingCanceled"]
+    assert parameters["event_correlation_ids"] == ["c1", "c2"]
+    assert parameters["traceparents"] == [None, "00-trace"]
+    assert (parameters["keys"], parameters["answer_statuses"]) == (["k"], [201])

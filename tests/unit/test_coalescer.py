@@ -15,7 +15,9 @@ from service.domain import (
     ContentionExhausted,
     NotEnoughSeats,
     OutcomeUnknown,
+    Request,
     ShowNotFound,
+    StoredAnswer,
     TooManyWaiting,
     decide_for_shows,
 )
@@ -34,13 +36,13 @@ class FakeTransactions:
 
     def __init__(self, capacities: dict[uuid.UUID, Capacity]) -> None:
         self.capacities = capacities
-        self.batches: list[list[BookingRequest]] = []
+        self.batches: list[list[Request]] = []
         self.started = asyncio.Event()
         self.gate = asyncio.Event()
         self.held: set[uuid.UUID] = set()
         self.failing: set[uuid.UUID] = set()
 
-    async def book(self, requests: list[BookingRequest]) -> BatchDecision:
+    async def book(self, requests: list[Request]) -> BatchDecision:
         self.batches.append(requests)
         if any(r.booking_id in self.held for r in requests):
             self.started.set()
@@ -56,7 +58,10 @@ class FakeTransactions:
         return decision
 
     def sizes(self) -> list[list[int]]:
-        return [[r.number_of_tickets for r in batch] for batch in self.batches]
+        return [
+            [r.number_of_tickets for r in batch if isinstance(r, BookingRequest)]
+            for batch in self.batches
+        ]
 
     def booked(self, request: BookingRequest) -> bool:
         return any(request in batch for batch in self.batches)
@@ -72,7 +77,7 @@ BOUND = 5.0
 
 async def first_batch_blocked(
     coalescer: BookingCoalescer, fake: FakeTransactions, first: BookingRequest
-) -> asyncio.Task[None]:
+) -> asyncio.Task[StoredAnswer | None]:
     """Start `first` and return once its batch is running and held at the closed gate."""
     fake.held.add(first.booking_id)
     task = asyncio.create_task(coalescer.book(first))
@@ -80,7 +85,9 @@ async def first_batch_blocked(
     return task
 
 
-async def queue(coalescer: BookingCoalescer, *requests: BookingRequest) -> list[asyncio.Task[None]]:
+async def queue(
+    coalescer: BookingCoalescer, *requests: BookingRequest
+) -> list[asyncio.Task[StoredAnswer | None]]:
     """Queue `requests` in this order, and return once all of them wait in the lane."""
     tasks = []
     for request in requests:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
@@ -10,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from consumers.bootstrap import selected
-from consumers.messages import PoisonMessage, parse_booking_made
+from consumers.messages import PoisonMessage, parse_event
 from consumers.retries import (
     ATTEMPTS,
     EXHAUSTED,
@@ -25,9 +26,15 @@ from consumers.retries import (
     retry_headers,
 )
 from consumers.show_sales import Difference, Sales, differences
-from consumers.ticket_provider import booking_request, worth_retrying
+from consumers.ticket_provider import BookingRow, booking_request, delete_key, worth_retrying
 from consumers.topology import Topology
-from service.domain import BookingMade
+from service.domain import (
+    BOOKING_CANCELED,
+    BOOKING_MADE,
+    BookingCanceled,
+    BookingMade,
+    cancellation_key,
+)
 from service.settings import Settings, SettingsError
 
 EVENT = BookingMade(
@@ -46,14 +53,26 @@ def encoded(body: object) -> bytes:
 
 
 def test_reads_the_contract_body() -> None:
-    key, event = parse_booking_made(encoded(BODY), str(EVENT.event_id))
+    key, event = parse_event(encoded(BODY), str(EVENT.event_id), BOOKING_MADE)
     assert (key, event) == (EVENT.event_id, EVENT)
+
+
+def test_the_amqp_type_tells_a_cancellation_from_a_booking() -> None:
+    canceled = BookingCanceled(**dataclasses.asdict(EVENT))
+    body = canceled.body()
+    assert body["header"]["idempotency_key"] == str(cancellation_key(EVENT.booking_id))
+    assert body["header"]["idempotency_key"] != str(EVENT.booking_id)
+    _, event = parse_event(encoded(body), str(EVENT.event_id), BOOKING_CANCELED)
+    assert event == canceled and isinstance(event, BookingCanceled)
+    for event_type in (None, "", "BookingMade.v2"):
+        with pytest.raises(PoisonMessage, match="type"):
+            parse_event(encoded(BODY), str(EVENT.event_id), event_type)
 
 
 def test_message_id_is_the_key_and_header_id_the_fallback() -> None:
     other = uuid.uuid4()
-    assert parse_booking_made(encoded(BODY), str(other))[0] == other
-    assert parse_booking_made(encoded(BODY), None)[0] == EVENT.event_id
+    assert parse_event(encoded(BODY), str(other), BOOKING_MADE)[0] == other
+    assert parse_event(encoded(BODY), None, BOOKING_MADE)[0] == EVENT.event_id
 
 
 @pytest.mark.parametrize(
@@ -70,12 +89,12 @@ def test_message_id_is_the_key_and_header_id_the_fallback() -> None:
 )
 def test_unreadable_messages_are_poison(body: bytes, problem: str) -> None:
     with pytest.raises(PoisonMessage, match=problem):
-        parse_booking_made(body, str(uuid.uuid4()))
+        parse_event(body, str(uuid.uuid4()), BOOKING_MADE)
 
 
 def test_a_message_id_that_is_not_a_uuid_is_poison() -> None:
     with pytest.raises(PoisonMessage, match="not a UUID"):
-        parse_booking_made(encoded(BODY), "abc")
+        parse_event(encoded(BODY), "abc", BOOKING_MADE)
 
 
 def test_retries_wait_longer_each_time_and_the_last_delay_repeats() -> None:
@@ -159,7 +178,12 @@ def test_differences_name_every_show_that_disagrees() -> None:
 
 def test_provider_request_and_what_is_worth_retrying() -> None:
     dead_nation_id = uuid.uuid4()
-    assert booking_request(EVENT, dead_nation_id) == {
+    row = BookingRow(EVENT.booking_id, EVENT.show_id, 2, "a@b.example", "confirmed", dead_nation_id)
+    assert row.describes(EVENT)
+    assert not BookingRow(
+        EVENT.booking_id, EVENT.show_id, 3, "a@b.example", "confirmed", dead_nation_id
+    ).describes(EVENT)
+    assert booking_request(row) == {
         "booking_id": str(EVENT.booking_id),
         "customer_address": "a@b.example",
         "event_id": str(dead_nation_id),
@@ -187,3 +211,10 @@ def test_run_all_skips_the_provider_without_a_url_and_says_so(
     assert selected(without, "show_sales") == ["show_sales"]
     with pytest.raises(SettingsError, match="TICKET_PROVIDER_URL"):
         selected(without, "ticket_provider")
+
+
+def test_the_two_deletes_of_a_booking_have_keys_of_their_own() -> None:
+    canceled = BookingCanceled(**dataclasses.asdict(EVENT))
+    keys = {delete_key(canceled), delete_key(EVENT), EVENT.booking_id}
+    assert len(keys) == 3
+    assert delete_key(EVENT) == delete_key(EVENT)  # the same on every attempt

@@ -1,7 +1,23 @@
 import uuid
 from datetime import UTC, datetime
 
-from service.domain import BookingMade, BookingRequest, Capacity, decide, decide_for_shows
+import pytest
+
+from service.domain import (
+    CANCELED,
+    CONFIRMED,
+    Booking,
+    BookingCanceled,
+    BookingMade,
+    BookingNotFound,
+    BookingRequest,
+    CancelRequest,
+    Capacity,
+    cancellation_key,
+    decide,
+    decide_for_shows,
+    outcomes,
+)
 
 SHOW = uuid.uuid4()
 
@@ -78,3 +94,69 @@ def test_requests_for_an_unknown_show_are_refused_alone() -> None:
     assert decision.unknown_show == [unknown]
     assert decision.accepted == [known]
     assert decision.rejected == []
+
+
+NOW = datetime(2026, 11, 30, 21, 0, tzinfo=UTC)
+
+
+def booked(tickets: int, status: str = CONFIRMED, show_id: uuid.UUID = SHOW) -> Booking:
+    at = NOW if status == CANCELED else None
+    return Booking(uuid.uuid4(), show_id, tickets, "fan@example.com", NOW, status, at)
+
+
+def cancel(booking: Booking) -> CancelRequest:
+    return CancelRequest(booking.booking_id, booking.show_id, "corr-2")
+
+
+def test_a_cancellation_gives_its_seats_to_the_bookings_behind_it_not_before() -> None:
+    held = booked(2)
+    before, after = req(2), req(2)
+    decision = decide(Capacity(4, 4), [before, cancel(held), after], {held.booking_id: held}, NOW)
+    # Served one by one: the first finds the show full; the second gets the seats given back.
+    assert decision.rejected == [before]
+    assert decision.accepted == [after]
+    assert [c.booking for c in decision.canceled] == [held.canceled(NOW)]
+    assert decision.tickets_by_show() == {SHOW: 0}
+
+
+def test_cancelling_twice_changes_nothing_the_second_time() -> None:
+    held, gone = booked(3), booked(1, CANCELED)
+    first, again, earlier = cancel(held), cancel(held), cancel(gone)
+    bookings = {held.booking_id: held, gone.booking_id: gone}
+    decision = decide(Capacity(10, 3), [first, again, earlier], bookings, NOW)
+    assert [c.request for c in decision.canceled] == [first]
+    assert [(c.request, c.booking) for c in decision.unchanged] == [
+        (again, held.canceled(NOW)),
+        (earlier, gone),  # canceled before: its canceled_at stays what it was
+    ]
+    assert decision.tickets_by_show() == {SHOW: -3}
+    found = outcomes(decision)
+    assert found[first.request_id] == found[again.request_id] == held.canceled(NOW)
+
+
+def test_a_cancellation_of_no_booking_is_not_found() -> None:
+    nowhere = CancelRequest(uuid.uuid4(), SHOW, "corr")
+    decision = decide_for_shows({SHOW: Capacity(1, 0)}, [nowhere], {}, NOW)
+    assert decision.missing == [nowhere]
+    assert isinstance(outcomes(decision)[nowhere.request_id], BookingNotFound)
+    assert not decision.writes
+
+
+def test_deciding_a_cancellation_needs_its_time() -> None:
+    held = booked(1)
+    with pytest.raises(ValueError, match="time"):
+        decide(Capacity(1, 1), [cancel(held)], {held.booking_id: held})
+
+
+def test_booking_canceled_has_the_fields_of_the_booking_made_it_undoes() -> None:
+    request = req(2)
+    made = BookingMade.for_booking(request, NOW).body()
+    held = Booking(request.booking_id, SHOW, 2, "fan@example.com", NOW)
+    event = BookingCanceled.for_booking(held.canceled(NOW), NOW)
+    body = event.body()
+    assert (event.name, BookingMade.name) == ("BookingCanceled", "BookingMade")
+    assert {k: v for k, v in body.items() if k != "header"} == {
+        k: v for k, v in made.items() if k != "header"
+    }
+    assert body["header"]["id"] != made["header"]["id"]
+    assert body["header"]["idempotency_key"] == str(cancellation_key(request.booking_id))

@@ -63,9 +63,10 @@ def test_every_error_status_is_documented_with_the_error_body() -> None:
     error = {"$ref": "#/components/schemas/ErrorBody"}
     expected = {
         ("post", "/shows"): {"200", "201", "400", "401", "408", "409", "413", "503"},
-        ("post", "/book-tickets"): {"201", "400", "404", "408", "413", "503"},
+        ("post", "/book-tickets"): {"201", "400", "404", "408", "413", "422", "503"},
         ("get", "/shows/{show_id}"): {"200", "404", "503"},
         ("get", "/bookings/{booking_id}"): {"200", "404", "503"},
+        ("delete", "/bookings/{booking_id}"): {"200", "404", "503"},
         ("get", "/ready"): {"200", "503"},
     }
     for (method, path), statuses in expected.items():
@@ -83,6 +84,14 @@ def test_busy_answers_carry_retry_after_and_401_carries_www_authenticate() -> No
     assert "BOOKING_MAX_QUEUED" in busy["description"]
     unauthorized = responses(doc, "post", "/shows")["401"]
     assert unauthorized["headers"]["WWW-Authenticate"]["required"] is True
+
+
+def test_idempotency_key_and_its_replay_are_documented() -> None:
+    booking = document()["paths"]["/book-tickets"]["post"]
+    (key,) = [p for p in booking["parameters"] if p.get("name") == "Idempotency-Key"]
+    assert (key["in"], key["required"], key["schema"]["maxLength"]) == ("header", False, 255)
+    for status in ("201", "400", "404"):  # the answers a key can replay
+        assert "Idempotent-Replayed" in booking["responses"][status]["headers"], status
 
 
 def test_the_token_is_declared_only_when_the_server_needs_one() -> None:
