@@ -141,7 +141,9 @@ class LostCommitRecovery:
     async def _read(self, requests: list[Request]) -> set[uuid.UUID]:
         show_ids = sorted({r.show_id for r in requests})
         booking_ids = [r.booking_id for r in requests if is_new_booking(r)]
-        async with self._sessions() as session, session.begin():
+        # Read only: the session ends with a rollback (no COMMIT that could be lost in turn),
+        # which releases the fence's row locks.
+        async with self._sessions() as session:
             await session.execute(text(f"SET LOCAL lock_timeout = {FENCE_LOCK_TIMEOUT_MS}"))
             await session.execute(FENCE, {"show_ids": show_ids})
             found = await session.scalars(LOOKUP, {"booking_ids": booking_ids})

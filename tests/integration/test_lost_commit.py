@@ -53,6 +53,14 @@ async def book(client: Client, show_id: str) -> tuple[int, dict[str, str]]:
     return response.status, await response.json()
 
 
+async def in_waves(client: Client, shows: list[str]) -> list[tuple[int, dict[str, str]]]:
+    """160 requests, 20 at a time: at least one booking transaction (one COMMIT) per wave."""
+    answers = []
+    for _ in range(8):
+        answers += await asyncio.gather(*(book(client, shows[n % 4]) for n in range(20)))
+    return answers
+
+
 async def bookings_of(db: asyncpg.Connection, show_id: str) -> set[str]:
     rows = await db.fetch("SELECT booking_id FROM bookings WHERE show_id = $1", uuid.UUID(show_id))
     return {str(row["booking_id"]) for row in rows}
@@ -87,7 +95,7 @@ async def test_lost_commit_answers_under_load_never_deny_a_booking_that_was_made
 ) -> None:
     shows = [await create_show(client, 1_000) for _ in range(4)]
     proxy.cut_after_commit(times=8)
-    answers = await asyncio.gather(*(book(client, shows[n % 4]) for n in range(160)))
+    answers = await in_waves(client, shows)
     statuses = Counter(status for status, _ in answers)
     assert proxy.seen.commits_cut == 8
     assert set(statuses) == {201}, statuses  # every lost COMMIT had committed: all found
@@ -102,7 +110,7 @@ async def test_lost_connections_before_commits_under_load_book_each_request_once
 ) -> None:
     shows = [await create_show(client, 1_000) for _ in range(4)]
     proxy.cut_before_commit(times=8)
-    answers = await asyncio.gather(*(book(client, shows[n % 4]) for n in range(160)))
+    answers = await in_waves(client, shows)
     statuses = Counter(status for status, _ in answers)
     assert proxy.seen.commits_cut == 8
     assert set(statuses) == {201}, statuses  # rolled back, then booked on a fresh connection
@@ -154,3 +162,45 @@ async def test_a_lost_commit_that_cannot_be_looked_up_is_unknown_never_retry(
             assert found.status == 200
     finally:
         await proxy.close()
+
+
+async def test_a_lost_commit_of_a_batch_of_bookings_keys_and_a_cancellation(
+    client: Client, proxy: PostgresProxy, db: asyncpg.Connection
+) -> None:
+    """One batch books without a key, books with an Idempotency-Key and cancels a booking; its
+    COMMIT's answer is lost. The bookings are found (201); the rest runs again, which finds the
+    cancellation done (200, the same as a repeat) and the key's answer stored."""
+    show_id = await create_show(client, 10)
+    _, existing = await book(client, show_id)
+    keyed = {"Idempotency-Key": f"lost-{uuid.uuid4()}"}
+    async with db.transaction():
+        # The show's row held: the first request's batch waits, the three others queue behind
+        # it and share the next batch.
+        await db.execute("SELECT 1 FROM shows WHERE show_id = $1 FOR UPDATE", uuid.UUID(show_id))
+        first = asyncio.ensure_future(book(client, show_id))
+        await asyncio.sleep(0.2)
+        batch = asyncio.gather(
+            client.post("/book-tickets", json=booking_body(show_id, 1)),
+            client.post("/book-tickets", json=booking_body(show_id, 2), headers=keyed),
+            client.delete(f"/bookings/{existing['booking_id']}"),
+        )
+        await asyncio.sleep(0.2)
+        proxy.cut_after_commit(times=2, application_name="tickets")
+    unkeyed, with_key, canceled = await batch
+    assert ((await first)[0], proxy.seen.commits_cut) == (201, 2)
+    assert [unkeyed.status, with_key.status, canceled.status] == [201, 201, 200]
+    assert (await canceled.json())["status"] == "canceled"
+    again = await client.post("/book-tickets", json=booking_body(show_id, 2), headers=keyed)
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert await again.json() == await with_key.json()
+    made = {(await r.json())["booking_id"] for r in (unkeyed, with_key)} | {
+        (await first)[1]["booking_id"]
+    }
+    rows = await db.fetch(
+        "SELECT booking_id, status FROM bookings WHERE show_id = $1", uuid.UUID(show_id)
+    )
+    assert {str(r["booking_id"]): r["status"] for r in rows} == {
+        existing["booking_id"]: "canceled",
+        **dict.fromkeys(made, "confirmed"),
+    }
+    assert await assert_show_consistent(db, show_id) == 4

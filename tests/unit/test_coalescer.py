@@ -15,6 +15,7 @@ from service.domain import (
     ContentionExhausted,
     NotEnoughSeats,
     OutcomeUnknown,
+    PartlyDecided,
     Request,
     ShowNotFound,
     StoredAnswer,
@@ -246,3 +247,21 @@ async def test_a_batch_that_does_not_answer_in_time_leaves_its_requests_unknown_
         fake.gate.set()
         await coalescer.close()
         assert fake.booked(held)
+
+
+async def test_a_partly_decided_batch_answers_each_request_on_its_own() -> None:
+    async with asyncio.timeout(BOUND):
+        made, rest = req(1), req(2)
+
+        async def half_known(requests: list[Request]) -> BatchDecision:
+            # A lost commit's booking was found; the rest of the batch could not be run again.
+            raise PartlyDecided(BatchDecision([made], []), ConnectionRefusedError())
+
+        coalescer = BookingCoalescer(
+            half_known, batch_max=100, lanes=1, max_wait=5, max_queued=1000
+        )
+        booked, failed = await asyncio.gather(
+            coalescer.book(made), coalescer.book(rest), return_exceptions=True
+        )
+        assert booked is None
+        assert isinstance(failed, ConnectionRefusedError)
