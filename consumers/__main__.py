@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 from consumers import dlq, show_sales
 from consumers.bootstrap import NAMES, consumer_runners, run_until, selected, topology
+from service.common.dependencies import POSTGRESQL, RABBITMQ, dependencies_of
 from service.common.logs import configure_logging
 from service.common.loop import run as run_on_uvloop
-from service.common.outages import Unavailable, is_broker_outage, is_database_outage
 from service.common.probes import ProbeServer
 from service.common.tracing import configure_tracing
 from service.db.engine import create_engine
@@ -87,25 +87,37 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         configure_logging(settings.log_level, settings.log_format)
-        if args.command == "run":
-            run_on_uvloop(run(settings, selected(settings, args.name)))
-        elif args.command == "dlq" and args.action == "list":
-            asyncio.run(list_dead_letters(settings, args.name))
-        elif args.command == "dlq":
-            asyncio.run(redrive(settings, args.name))
-        else:
-            return asyncio.run(reconcile(settings))
+        names = selected(settings, args.name) if args.command == "run" else []
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
+    try:
+        # The long-running consumers on uvloop (service/common/loop.py); the one-shots as ever.
+        loop_run = run_on_uvloop if args.command == "run" else asyncio.run
+        return loop_run(command(args, settings, names))
     except Exception as error:
-        # The one-shot commands (dlq, reconcile) say what they could not reach, no traceback;
-        # `run` never gets here, it waits for its dependencies instead.
-        unreachable = isinstance(error, Unavailable) or is_database_outage(error)
-        if not (unreachable or is_broker_outage(error)):
+        # What could not be reached (or is not set up), and what to do: one line, no
+        # traceback. `run` waits for dependencies that are away, so it only gets here for
+        # what no waiting fixes (a queue declared with other arguments).
+        talking_to = RABBITMQ if args.command == "dlq" else POSTGRESQL
+        line = dependencies_of(settings).explain(error, talking_to)
+        if line is None and isinstance(error, dlq.NoSuchQueue):
+            line = str(error)
+        if line is None:
             raise
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr)
         return 1
+
+
+async def command(args: argparse.Namespace, settings: Settings, names: list[str]) -> int:
+    if args.command == "run":
+        await run(settings, names)
+    elif args.command == "dlq" and args.action == "list":
+        await list_dead_letters(settings, args.name)
+    elif args.command == "dlq":
+        await redrive(settings, args.name)
+    else:
+        return await reconcile(settings)
     return 0
 
 

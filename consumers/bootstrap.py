@@ -53,7 +53,12 @@ def build(
 
 
 def topology(settings: Settings, name: str) -> Topology:
-    return Topology.of(settings.consumer_queue_prefix, name, settings.consumer_retry_delays_ms)
+    return Topology.of(
+        settings.events_exchange,
+        name,
+        settings.consumer_retry_delays_ms,
+        settings.consumer_delivery_limit,
+    )
 
 
 @asynccontextmanager

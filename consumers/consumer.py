@@ -41,6 +41,7 @@ class ConsumerStats:
     retried: int = 0
     dead_lettered: int = 0
     reconnects: int = 0
+    kept: int = 0  # put back because our own PostgreSQL or RabbitMQ was away: no attempt spent
     _metrics: dict[str, Counter] = field(init=False, repr=False)
     _lag: Histogram = field(init=False, repr=False)
 
@@ -70,5 +71,6 @@ class ConsumerStats:
     def __str__(self) -> str:
         return (
             f"{self.applied} applied, {self.duplicates} duplicates skipped, {self.retried} retried,"
-            f" {self.dead_lettered} dead-lettered, {self.reconnects} reconnects"
+            f" {self.dead_lettered} dead-lettered, {self.kept} kept through outages,"
+            f" {self.reconnects} reconnects"
         )

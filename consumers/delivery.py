@@ -3,7 +3,8 @@
     parse ──unreadable──▶ dead-letter queue at once (poison: it can never succeed)
       │
     consumer.handle ──ok──▶ ack
-      ├── Unavailable (our PostgreSQL/RabbitMQ is away) ──▶ left unacked; costs no attempt
+      ├── Unavailable (our PostgreSQL/RabbitMQ is away) ──▶ a copy back to the main queue, as
+      │                     it was; costs no attempt (nor a delivery of the delivery limit)
       ├── Rejected (refused for good) ──▶ dead-letter queue at once
       └── anything else ──▶ a copy to the delay queue of this attempt, or, attempts spent,
                             to the dead-letter queue
@@ -33,6 +34,7 @@ from consumers.retries import (
     attempts_of,
     copy_with,
     dead_letter_headers,
+    keep_headers,
     retry_headers,
 )
 from consumers.topology import Topology
@@ -66,8 +68,8 @@ class Delivery:
         self._name = route.consumer.name
 
     async def process(self) -> None:
-        """Raises Unavailable when our own PostgreSQL or RabbitMQ is away: the message then
-        stays unacked, and the broker keeps it for when the dependency is back."""
+        """Raises Unavailable when our own PostgreSQL or RabbitMQ is away: the message is then
+        kept for when the dependency is back (put back, or left unacked if RabbitMQ is away)."""
         try:
             message = self._message
             message_id, event = parse_event(message.body, message.message_id, message.type)
@@ -82,7 +84,10 @@ class Delivery:
             return
         try:
             applied = await self._route.consumer.handle(message_id, event)
-        except (Unavailable, asyncio.CancelledError):
+        except Unavailable:
+            await self._put_back()
+            raise
+        except asyncio.CancelledError:
             raise
         except Rejected as rejected:
             log.error("%s: message %s rejected: %s", self._name, message_id, rejected)
@@ -126,6 +131,15 @@ class Delivery:
         copy = copy_with(self._message, retry_headers(self._headers, attempts, reason))
         await self._move(copy, self._route.topology.retry(step.delay_ms))
         self._route.stats.count_retried()
+
+    async def _put_back(self) -> None:
+        """Our dependency is away, not the message's fault: it goes back to the end of the main
+        queue as it came, attempts and all. Left unacked instead, it would come back when the
+        channel closes, but charged a delivery of the queue's delivery limit, which is there
+        for messages that crash the consumer, not for outages."""
+        copy = copy_with(self._message, keep_headers(self._headers))
+        await self._move(copy, self._route.topology.main)
+        self._route.stats.kept += 1
 
     async def _dead_letter(self, attempts: int, failure: str, error: str) -> None:
         headers = dead_letter_headers(self._headers, self._name, attempts, failure, error)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aio_pika.abc import AbstractIncomingMessage
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from consumers.retries import (
     ATTEMPTS,
@@ -27,6 +28,13 @@ from service.broker import connect
 from service.common import timeouts
 
 BODY_PREVIEW_CHARS = 120
+# x-first-death-reason of a message RabbitMQ dead-lettered, as `failure`, and what it means.
+BROKER_REASONS = {"delivery_limit": "delivery-limit", "rejected": "unexpected-error"}
+BROKER_ERRORS = {
+    "delivery-limit": "delivered CONSUMER_DELIVERY_LIMIT times without an ack: the consumer"
+    " crashed (or lost its channel) while holding it each time",
+    "unexpected-error": "handling it failed unexpectedly: see the consumer's log",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +61,15 @@ class DeadLetteredMessage:
             value = headers.get(name)
             return value if isinstance(value, int) else 0
 
+        # Dead-lettered by RabbitMQ itself (no headers of ours): why, from its own header.
+        reason = BROKER_REASONS.get(text("x-first-death-reason"), text("x-first-death-reason"))
         return cls(
             message_id=message.message_id,
             correlation_id=message.correlation_id,
             consumer=text(CONSUMER),
-            failure=text(FAILURE),
+            failure=text(FAILURE) or reason,
             attempts=number(ATTEMPTS),
-            last_error=text(LAST_ERROR),
+            last_error=text(LAST_ERROR) or BROKER_ERRORS.get(reason, ""),
             dead_lettered_at=text(DEAD_LETTERED_AT),
             redriven=number(REDRIVEN),
             body=message.body,
@@ -81,7 +91,7 @@ async def list_dead_letters(amqp_url: str, topology: Topology) -> list[DeadLette
     connection = await connect(amqp_url, "tickets-dlq-list")
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(topology.dead_letter, durable=True)
+        queue = await _existing(channel, topology.dead_letter)
         found = []
         while (message := await queue.get(no_ack=False, fail=False)) is not None:
             found.append(DeadLetteredMessage.of(message))
@@ -94,10 +104,8 @@ async def redrive(amqp_url: str, topology: Topology) -> int:
     connection = await connect(amqp_url, "tickets-dlq-redrive")
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        # Only the two queues this needs (declared alike by the runner, so no conflict); the
-        # consumer binds the main queue to the exchange when it starts.
-        await channel.declare_queue(topology.main, durable=True)
-        queue = await channel.declare_queue(topology.dead_letter, durable=True)
+        await _existing(channel, topology.main)
+        queue = await _existing(channel, topology.dead_letter)
         waiting = queue.declaration_result.message_count or 0
         moved = 0
         while moved < waiting:
@@ -113,3 +121,19 @@ async def redrive(amqp_url: str, topology: Topology) -> int:
             await message.ack()
             moved += 1
     return moved
+
+
+class NoSuchQueue(Exception):
+    def __init__(self, queue: str) -> None:
+        super().__init__(
+            f"there is no queue {queue!r} on RabbitMQ: the consumer declares its queues when"
+            " it first runs (python -m consumers run NAME); check EVENTS_EXCHANGE"
+        )
+
+
+async def _existing(channel: AbstractChannel, name: str) -> AbstractQueue:
+    """The queue as the consumer declared it; looking never creates one."""
+    try:
+        return await channel.declare_queue(name, passive=True)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        raise NoSuchQueue(name) from None

@@ -25,9 +25,11 @@ POISON = "poison"  # unreadable: never retried
 REJECTED = "rejected"  # the effect refused it for good (a 4xx from the provider)
 EXHAUSTED = "attempts-exhausted"
 
-# RabbitMQ's dead-lettering headers; dropped when we republish, our own headers count instead.
+# RabbitMQ's dead-lettering and delivery headers; dropped when we republish, our own headers
+# count instead (a copy is a new message: no deliveries yet).
 BROKER_HEADERS = frozenset(
     {
+        "x-delivery-count",
         "x-death",
         "x-first-death-exchange",
         "x-first-death-queue",
@@ -71,6 +73,11 @@ def attempts_of(headers: Mapping[str, object]) -> int:
     """Failed attempts recorded on a message; a missing or garbled header counts as none."""
     value = headers.get(ATTEMPTS, 0)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def keep_headers(headers: Mapping[str, object]) -> dict[str, object]:
+    """The headers of a message put back as it was (no attempt spent)."""
+    return _without_broker_headers(headers)
 
 
 def retry_headers(headers: Mapping[str, object], attempts: int, error: str) -> dict[str, object]:

@@ -4,8 +4,12 @@ Connect, declare the queues, set the prefetch, consume, and on a stop or a lost 
 cancel the consumer, let the messages in flight finish (bounded), close. What happens to each
 message is a Delivery's (consumers/delivery.py).
 
-When RabbitMQ or PostgreSQL goes away the runner stops taking messages, lets the broker keep the
-unacked ones, backs off (capped, jittered), logs once per state change and reconnects.
+When RabbitMQ or PostgreSQL goes away the runner stops taking messages, keeps the ones it holds
+(put back in the queue, or left to the broker), backs off (capped, jittered), logs once per
+state change and reconnects. Every request to RabbitMQ is bounded in time (BROKER_CALL), and a
+dead path to it is noticed by the AMQP heartbeat. A session starts taking one message at a time,
+so that what a crashed process held comes back alone (consumers/isolation.py); a message whose
+handling fails unexpectedly goes to the dead-letter queue rather than hold its prefetch slot.
 """
 
 from __future__ import annotations
@@ -13,20 +17,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
+import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from consumers.consumer import Consumer, ConsumerStats
 from consumers.delivery import Delivery, Route
 from consumers.failures import Unavailable
+from consumers.isolation import CarefulSubscription
 from consumers.retries import RetryPolicy
 from consumers.topology import Topology, declare
 from service.broker import confirmed_channel
 from service.common import context, metrics, timeouts
+from service.common.dependencies import dependencies_of
 from service.common.outages import (
     BROKER_ERRORS,
     RABBITMQ,
     Backoff,
+    Fatal,
     OutageLog,
     guarded,
     run_until_stopped,
@@ -34,6 +44,7 @@ from service.common.outages import (
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A stop waits this long for messages in flight (a provider call is bounded by its own
 # timeout); a lost connection only briefly, since their acks cannot arrive anyway.
@@ -47,14 +58,19 @@ class ConsumerRunner:
         self._settings = settings
         self._consumer = consumer
         self.topology = Topology.of(
-            settings.consumer_queue_prefix, consumer.name, settings.consumer_retry_delays_ms
+            settings.events_exchange,
+            consumer.name,
+            settings.consumer_retry_delays_ms,
+            settings.consumer_delivery_limit,
         )
         self.stats = ConsumerStats(consumer.name)
         self._dead_letters = metrics.CONSUMER_DLQ.labels(consumer.name)
         policy = RetryPolicy(settings.consumer_max_attempts, settings.consumer_retry_delays_ms)
         self._route = Route(consumer, self.topology, policy, self.stats)
         self._stopping = asyncio.Event()
-        self._outages = OutageLog(log, consumer.name, "consuming")
+        self._outages = OutageLog(
+            log, consumer.name, "consuming", dependencies_of(settings).explain
+        )
         self._started = False
         self._in_flight: set[asyncio.Task[object]] = set()
         self.consuming = asyncio.Event()  # set while messages are being taken, for tests
@@ -84,17 +100,21 @@ class ConsumerRunner:
             channel.close_callbacks.add(lost.on_channel_closed)
 
             async def deliver(message: AbstractIncomingMessage) -> None:
-                await self._deliver(Delivery(self._route, channel, message), message, lost)
+                delivery = Delivery(self._route, channel, message)
+                await self._deliver(delivery, message, subscription, lost)
 
-            tag = await guarded(RABBITMQ, queue.consume(deliver))
+            subscription = CarefulSubscription(
+                channel, queue, deliver, self._settings.consumer_prefetch, broker_call
+            )
+            await subscription.start()
             self._started_consuming(backoff)
             try:
                 await self._watch(channel, lost)
             finally:
                 self.consuming.clear()
-            with contextlib.suppress(*BROKER_ERRORS):
+            with contextlib.suppress(Unavailable, TimeoutError):
                 async with asyncio.timeout(timeouts.CLOSE):
-                    await queue.cancel(tag)  # no new deliveries; those in flight finish
+                    await subscription.stop()  # no new deliveries; those in flight finish
             await self._drain(DRAIN_ON_LOSS_SECONDS if lost.error else DRAIN_ON_STOP_SECONDS)
             if lost.error:
                 raise lost.error
@@ -116,9 +136,13 @@ class ConsumerRunner:
 
     async def _declare(self, channel: AbstractChannel) -> AbstractQueue:
         exchange = self._settings.events_exchange
-        queue = await guarded(RABBITMQ, declare(channel, exchange, self.topology))
-        await guarded(RABBITMQ, channel.set_qos(prefetch_count=self._settings.consumer_prefetch))
-        return queue
+        try:
+            return await broker_call(declare(channel, exchange, self.topology))
+        except Unavailable as error:
+            if isinstance(error.__cause__, aio_pika.exceptions.ChannelPreconditionFailed):
+                # No retry fixes this: a queue of that name exists with other arguments.
+                raise QueueConflict(self.topology.main, error.__cause__) from None
+            raise
 
     def _started_consuming(self, backoff: Backoff) -> None:
         self._outages.recovered()
@@ -131,7 +155,11 @@ class ConsumerRunner:
         self.consuming.set()
 
     async def _deliver(
-        self, delivery: Delivery, message: AbstractIncomingMessage, lost: _Lost
+        self,
+        delivery: Delivery,
+        message: AbstractIncomingMessage,
+        subscription: CarefulSubscription,
+        lost: _Lost,
     ) -> None:
         """aio-pika runs this as a task per delivery: up to `prefetch` at once."""
         task = asyncio.current_task()
@@ -140,10 +168,20 @@ class ConsumerRunner:
         # The log lines of this message carry its correlation id.
         context.correlation_id.set(message.correlation_id or context.NO_CORRELATION_ID)
         try:
+            await subscription.delivered(message.headers)
             await delivery.process()
         except Unavailable as error:
-            # Left unacked: the broker keeps it for when the dependency is back.
+            # Kept (put back, or unacked when RabbitMQ is away) for when the dependency is back.
             lost.set(error)
+        except Exception:
+            # A bug in handling the message, not in the consumer's effect (which is retried):
+            # the message must not stay unacked, holding its prefetch slot until a restart.
+            log.exception(
+                "%s: message %s failed unexpectedly -> dead-letter queue",
+                self.name,
+                message.message_id,
+            )
+            await _reject(message, lost)
         finally:
             self._in_flight.discard(task)
 
@@ -158,6 +196,28 @@ class ConsumerRunner:
                 "%s: %d messages still in flight after %.0f s", self.name, len(pending), within
             )
             await asyncio.wait(pending)
+
+
+class QueueConflict(Fatal):
+    def __init__(self, queue: str, error: BaseException) -> None:
+        super().__init__(
+            f"RabbitMQ refused to declare queue {queue!r} ({error}): a queue of that name exists"
+            " with other arguments (an older classic queue, another CONSUMER_DELIVERY_LIMIT);"
+            " see README, 'Moving an existing deployment to quorum queues'"
+        )
+
+
+async def broker_call(step: Awaitable[T]) -> T:
+    """One request to RabbitMQ, bounded in time; a failure or no answer is Unavailable."""
+    return await guarded(RABBITMQ, asyncio.wait_for(step, timeouts.BROKER_CALL))
+
+
+async def _reject(message: AbstractIncomingMessage, lost: _Lost) -> None:
+    """Into the dead-letter queue through the broker (x-death reason `rejected`)."""
+    try:
+        await broker_call(message.nack(requeue=False))
+    except Unavailable as error:
+        lost.set(error)
 
 
 class _Lost:

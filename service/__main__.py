@@ -15,6 +15,7 @@ from service import asyncapi
 from service.api.serve import serve
 from service.api.workers import run_workers
 from service.common import metrics
+from service.common.dependencies import dependencies_of
 from service.common.logs import configure_logging
 from service.common.loop import run as run_on_uvloop
 from service.common.probes import ProbeServer
@@ -92,16 +93,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    if args.command == "migrate":
+    try:
+        run_command(args.command, settings)
+    except Exception as error:
+        # A dependency missing or refusing us is one line saying what to do, not a traceback.
+        line = dependencies_of(settings).explain(error)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_command(command: str, settings: Settings) -> None:
+    if command == "migrate":
         migrate(settings.database_url.get_secret_value())
         log.info("database migrated to head")
-    elif args.command == "api":
+    elif command == "api":
         run_api(settings)
-    elif args.command == "relay":
+    elif command == "relay":
         run_on_uvloop(run_relay(settings))
-    elif args.command == "outbox-status":
+    elif command == "outbox-status":
         asyncio.run(print_outbox_status(settings))
-    return 0
 
 
 if __name__ == "__main__":

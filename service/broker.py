@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from yarl import URL
 
 from service.common import timeouts
 from service.common.outages import BROKER_ERRORS, RABBITMQ, guarded
@@ -26,8 +27,11 @@ def unrouted_name(events_exchange: str) -> str:
 async def connect(amqp_url: str, connection_name: str) -> AbstractConnection:
     """A plain (not robust) connection: callers own reconnecting, so every outage is logged
     once by the code that knows what it was doing, and nothing is replayed behind its back."""
+    url = URL(amqp_url)
+    if "heartbeat" not in url.query:
+        url = url.update_query(heartbeat=timeouts.BROKER_HEARTBEAT)
     return await aio_pika.connect(
-        amqp_url,
+        url,
         timeout=timeouts.CONNECT,
         client_properties={"connection_name": connection_name},
     )

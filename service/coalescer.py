@@ -17,10 +17,12 @@ lane carries many shows: on a hot show its batches are that show's buyers; sprea
 shows, one transaction books requests for several shows at once. Lanes run side by side.
 
 Bounds: a batch takes at most `batch_max` requests; a request waits at most `max_wait` for its
-turn, then is answered "busy" without having been booked (its transaction's own waits are bounded
-by retries and the connection's lock_timeout); at most `max_queued` requests wait at once in a
-process, and one more is refused at once (TooManyWaiting) rather than held in memory without
-bound. A failed transaction fails only its own batch.
+turn, then is answered "busy" without having been booked; in a batch, it has its answer by
+`max_wait` + `answer_grace` after it came (its transaction bounds its own time, see
+service/db/lost_commit.py; past that the booking may exist: OutcomeUnknown); at most
+`max_queued` requests wait at once in a process, and one more is refused at once
+(TooManyWaiting) rather than held in memory without bound. A failed transaction fails only
+its own batch.
 The database stays the source of truth: several processes coalescing on their own are still
 correct, they merely contend with each other (and retry) like single requests would.
 """
@@ -35,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from service.common import timeouts
 from service.domain import (
     BatchDecision,
     Booking,
@@ -42,6 +45,8 @@ from service.domain import (
     CancelRequest,
     ContentionExhausted,
     Outcome,
+    OutcomeUnknown,
+    PartlyDecided,
     Request,
     StoredAnswer,
     TooManyWaiting,
@@ -60,7 +65,10 @@ Settled = None | StoredAnswer | Booking
 class _Pending:
     request: Request
     answer: asyncio.Future[Settled]
-    # Answers "busy" if the request is still waiting when it fires (max_wait).
+    # How long, past max_wait, its batch may take to answer it.
+    grace: float = 0.0
+    # Fires at max_wait: "busy" if the request still waits for its turn; in a batch, it gives
+    # the batch `grace` more. Cancelled once the request is answered.
     deadline: asyncio.TimerHandle | None = None
     # Taken into a batch: from then on its outcome is the batch's, whatever the caller does.
     in_batch: bool = False
@@ -69,6 +77,18 @@ class _Pending:
         """Waited too long for its turn: answered busy, never booked (the lane skips it)."""
         if not self.in_batch:
             _settle(self.answer, ContentionExhausted())
+        elif not self.answer.done():
+            self.deadline = asyncio.get_running_loop().call_later(self.grace, self.give_up)
+
+    def give_up(self) -> None:
+        """Its batch did not answer in time (a database on a dead path): booked or not is
+        unknown, and the caller is told so rather than kept waiting."""
+        _settle(self.answer, OutcomeUnknown())
+
+    def answered(self, outcome: Outcome | BaseException) -> None:
+        _settle(self.answer, outcome)
+        if self.deadline is not None:
+            self.deadline.cancel()
 
 
 @dataclass(slots=True)
@@ -127,10 +147,12 @@ class BookingCoalescer:
         lanes: int,
         max_wait: float,
         max_queued: int,
+        answer_grace: float = timeouts.ANSWER_GRACE,
     ) -> None:
         self._book_requests = book_requests
         self._batch_max = batch_max
         self._max_wait = max_wait
+        self._answer_grace = answer_grace
         self._max_queued = max_queued
         self._lanes = [_Lane() for _ in range(lanes)]
         self._queued = 0  # entries in every lane's `waiting`, withdrawn ones until popped
@@ -147,7 +169,7 @@ class BookingCoalescer:
         if self._queued >= self._max_queued:
             raise TooManyWaiting()
         loop = asyncio.get_running_loop()
-        pending = _Pending(request, loop.create_future())
+        pending = _Pending(request, loop.create_future(), self._answer_grace)
         pending.deadline = loop.call_later(self._max_wait, pending.expire)
         lane = self._lane_of(request.show_id)
         lane.waiting.append(pending)
@@ -188,8 +210,6 @@ class BookingCoalescer:
             # Withdrawn (caller gone or waited too long): don't book what no one will hear of.
             if not pending.answer.done():
                 pending.in_batch = True
-                if pending.deadline is not None:
-                    pending.deadline.cancel()
                 batch.append(pending)
         return batch
 
@@ -198,11 +218,14 @@ class BookingCoalescer:
         return lane.waiting.popleft()
 
     async def _run(self, batch: list[_Pending]) -> None:
+        rest: Exception = _UNDECIDED
         try:
             decision = await self._book_requests([p.request for p in batch])
+        except PartlyDecided as partly:  # a lost commit found: those it booked are booked
+            decision, rest = partly.decision, partly.error
         except Exception as error:  # the failure belongs to this batch only
             for pending in batch:
-                _settle(pending.answer, error)
+                pending.answered(error)
             return
         except asyncio.CancelledError:  # shutting down: the outcome is unknown, not "busy"
             for pending in batch:
@@ -210,7 +233,7 @@ class BookingCoalescer:
             raise
         decided = outcomes(decision)
         for pending in batch:
-            _settle(pending.answer, decided.get(pending.request.request_id, _UNDECIDED))
+            pending.answered(decided.get(pending.request.request_id, rest))
 
     async def close(self) -> None:
         workers = [lane.worker for lane in self._lanes if lane.worker is not None]

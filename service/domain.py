@@ -59,6 +59,17 @@ class TooManyWaiting(DomainError):
     message = "too many bookings waiting, please retry"
 
 
+class OutcomeUnknown(DomainError):
+    """The database stopped answering while a booking (or a cancellation) was being committed,
+    and could not be asked afterwards whether it was: it may have been done. Never told as
+    "please retry"."""
+
+    message = (
+        "the database stopped answering while this was being committed, and could not be asked"
+        " since: it may have been done"
+    )
+
+
 class ShowConflict(DomainError):
     """A show with this dead_nation_id exists, with other details: the first one stands."""
 
@@ -270,6 +281,16 @@ def decide_for_shows(
 # What a request gets: None (booked), a booking (a cancellation's answer), a stored answer
 # (replayed for its Idempotency-Key), or the refusal to raise.
 Outcome = None | Booking | StoredAnswer | DomainError
+
+
+class PartlyDecided(Exception):
+    """Part of a batch was decided (its transaction committed, its answer lost, the bookings
+    found), and the rest failed with `error`: each request gets its own answer."""
+
+    def __init__(self, decision: BatchDecision, error: Exception) -> None:
+        super().__init__(f"batch partly decided; the rest failed: {error!r}")
+        self.decision = decision
+        self.error = error
 
 
 def outcomes(decision: BatchDecision) -> dict[uuid.UUID, Outcome]:

@@ -175,8 +175,10 @@ class _Relay(BaseSettings):
     relay_poll_interval: Seconds = setting(
         0.5, "seconds between outbox polls when no NOTIFY arrives (at most 1)", ge=0.01, le=1.0
     )
+    # At most 8 s: the leader says nothing to PostgreSQL while it waits for confirms, and a
+    # leader silent for 10 s is taken for dead (service/db/bounds.py, RELAY).
     relay_publish_timeout: Seconds = setting(
-        5.0, "seconds a publish may wait for RabbitMQ's confirm", ge=0.1, le=300
+        5.0, "seconds a publish may wait for RabbitMQ's confirm (at most 8)", ge=0.1, le=8
     )
     relay_max_backoff: Seconds = setting(
         10.0, "cap, in seconds, of the relay's reconnect backoff", ge=0.1, le=600
@@ -216,7 +218,13 @@ class _Consumers(BaseSettings):
     consumer_max_backoff: Seconds = setting(
         10.0, "cap, in seconds, of a consumer's reconnect backoff", ge=0.1, le=600
     )
-    consumer_queue_prefix: str = setting("", "prefix of consumer queue names")
+    consumer_delivery_limit: int = setting(
+        5,
+        "deliveries of one message that end without an ack (its consumer crashed) before it"
+        " is dead-lettered",
+        ge=1,
+        le=1_000,
+    )
 
 
 class Settings(_Consumers, _Relay, _Api, _Common):
@@ -236,6 +244,9 @@ class Settings(_Consumers, _Relay, _Api, _Common):
         """The settings of `env` (the process environment by default); SettingsError if a
         value is unusable. Unset and empty variables take the default."""
         source = os.environ if env is None else env
+        removed = [f"{name}: {why}" for name, why in REMOVED.items() if source.get(name)]
+        if removed:
+            raise SettingsError("; ".join(removed))
         given = {name: raw for name in cls.model_fields if (raw := source.get(name.upper()))}
         try:
             return cls.model_validate(given)
@@ -247,6 +258,13 @@ class Settings(_Consumers, _Relay, _Api, _Common):
         return type(self).model_validate(self.model_dump() | changes)
 
 
+# Variables no longer read, and what to do instead: set, they stop the process rather than
+# be ignored, since what they used to change would silently change back.
+REMOVED = {
+    "CONSUMER_QUEUE_PREFIX": "no longer read: consumer queues are named"
+    " <EVENTS_EXCHANGE>.<consumer> (a deployment's exchange names its queues too); unset it"
+    " (README, 'Moving an existing deployment to quorum queues')",
+}
 SECRETS = frozenset({"database_url", "amqp_url"})  # URLs carry passwords: told masked
 TOKENS = frozenset({"shows_api_token"})  # never told at all
 

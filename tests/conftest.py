@@ -35,20 +35,23 @@ async def settings(database_url: str) -> AsyncIterator[Settings]:
     settings = Settings.from_env({}).replaced(
         database_url=database_url,
         events_exchange=f"events_test_{RUN_ID}",
-        consumer_queue_prefix=f"test_{RUN_ID}.",
         http_port=0,
         relay_http_port=0,
         consumers_http_port=0,
     )
     yield settings
-    # Consumer tests add their queue names here; the run leaves nothing behind on the broker.
-    await delete_run_objects(
-        settings.amqp_url.get_secret_value(), settings.events_exchange, RUN_QUEUES
-    )
+    # Consumer tests add their queues and exchanges here; the run leaves nothing behind on the
+    # broker.
+    amqp_url = settings.amqp_url.get_secret_value()
+    for exchange in [settings.events_exchange, *RUN_EXCHANGES]:
+        await delete_run_objects(amqp_url, exchange, [])
+    await delete_run_objects(amqp_url, settings.events_exchange, RUN_QUEUES)
 
 
-# Durable queues a test run declared (beyond the exchange's own), deleted at the end of the run.
+# Durable queues a test run declared (beyond the exchange's own), and the events exchanges of
+# tests that have one of their own (queue names start with it): deleted at the end of the run.
 RUN_QUEUES: list[str] = []
+RUN_EXCHANGES: list[str] = []
 
 
 @pytest.fixture

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.api.auth import requiring_token
 from service.api.correlation import correlation_middleware
@@ -19,19 +21,23 @@ from service.api.observability import (
     trace_middleware,
 )
 from service.api.openapi import openapi_document
+from service.api.readiness import DatabaseReadiness
 from service.api.routes import ROUTES, Route
-from service.api.state import BODY_TIMEOUT, BOOKER, DOCS_PAGE, OPENAPI, SESSIONS
+from service.api.state import BODY_TIMEOUT, BOOKER, DOCS_PAGE, OPENAPI, READINESS, SESSIONS
 from service.coalescer import Booker, BookingCoalescer, OneTransactionPerRequest
+from service.common import timeouts
+from service.common.dependencies import dependencies_of
 from service.db.booking import BookingObserver, KeyRules, book_requests
 from service.db.engine import (
-    bound_lock_waits,
     create_engine,
     refuse_closed_connections,
     serializable_sessions,
 )
+from service.db.lost_commit import LostCommitRecovery
 from service.domain import BatchDecision, Request
 from service.settings import Settings
 
+log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 LINGERING_SECONDS = 2.0
 MAX_HEADERS = 64
@@ -93,27 +99,50 @@ def connection_limits(settings: Settings) -> dict[str, Any]:
 
 async def _database(app: web.Application, settings: Settings) -> AsyncIterator[None]:
     database_url = settings.database_url.get_secret_value()
-    engine = create_engine(database_url, settings.db_pool_size, pre_ping=False)
+    engine = create_engine(
+        database_url, settings.db_pool_size, pre_ping=False, lock_wait=settings.booking_max_wait
+    )
     refuse_closed_connections(engine)
-    bound_lock_waits(engine, settings.booking_max_wait)
     app[ENGINE] = engine
     app[SESSIONS] = async_sessionmaker(engine, expire_on_commit=False)
+    app[READINESS] = DatabaseReadiness(app[SESSIONS])
+    await _tell_if_database_missing(app[SESSIONS], settings)
     yield
     await engine.dispose()
+
+
+async def _tell_if_database_missing(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """At start, one line if PostgreSQL is away or not set up: which, where, what to do. The
+    API starts anyway and answers 503 until it is there."""
+    try:
+        await timeouts.within(timeouts.CONNECT + 1, _select_one(sessions))
+    except Exception as error:
+        line = dependencies_of(settings).explain(error) or repr(error)
+        log.warning("%s; the API answers 503 until it is there", line)
+
+
+async def _select_one(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions() as session:
+        await session.execute(text("SELECT 1 FROM shows LIMIT 1"))
 
 
 async def _booker(
     app: web.Application, settings: Settings, observer: BookingObserver
 ) -> AsyncIterator[None]:
     """Bookings and cancellations go through a coalescer (or, with coalescing off, one
-    transaction each). A keyed request's answer is stored as the error map renders it."""
+    transaction each). A keyed request's answer is stored as the error map renders it. Each
+    transaction is bounded, and its outcome found out when the database fails under it."""
     booking_sessions = serializable_sessions(app[ENGINE])
     keys = KeyRules(answer_for, settings.idempotency_key_ttl)
 
-    async def book(requests: list[Request]) -> BatchDecision:
+    async def transaction(requests: list[Request]) -> BatchDecision:
         return await book_requests(
             booking_sessions, requests, settings.booking_max_attempts, observer, keys
         )
+
+    book = LostCommitRecovery(transaction, app[SESSIONS], settings.booking_max_wait)
 
     booker: Booker = (
         BookingCoalescer(

@@ -22,6 +22,7 @@ from service.domain import (
     IdempotencyKeyReused,
     NotEnoughSeats,
     Outcome,
+    OutcomeUnknown,
     ShowConflict,
     ShowNotFound,
     StoredAnswer,
@@ -41,6 +42,7 @@ STATUS: dict[type[DomainError], int] = {
     ShowConflict: 409,
     ContentionExhausted: 503,
     TooManyWaiting: 503,
+    OutcomeUnknown: 503,
 }
 
 
@@ -90,7 +92,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except DomainError as error:
         status = STATUS.get(type(error), 400)
         headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
-        return error_response(status, str(error), headers)
+        return error_response(status, _told(error, request), headers)
     except RetriesExhausted as error:
         log.warning("booking gave up: %s", error)
         return _retry_later(ContentionExhausted.message)
@@ -118,6 +120,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         named = f" (booking {booking})" if booking else ""
         log.exception("unhandled error on %s %s%s", request.method, request.path, named)
         return error_response(500, "internal error")
+
+
+def _told(error: DomainError, request: web.Request) -> str:
+    """The error's message; an unknown outcome names the booking, whose id the client has not
+    been given yet, and how to find out about it (asking again could book twice)."""
+    booking = request.get(BOOKING_ID)
+    if isinstance(error, OutcomeUnknown) and booking is not None:
+        return f"{error}; GET /bookings/{booking} tells"
+    return str(error)
 
 
 def _http_error(error: web.HTTPException) -> web.StreamResponse:

@@ -102,6 +102,14 @@ BUSY = Answer(
     headers=(RETRY_AFTER,),
 )
 
+# With a booking id in its error: the outcome is unknown (service/db/lost_commit.py).
+UNAVAILABLE = Answer(
+    BUSY.description + "; or, when the error names a booking id, the database stopped answering"
+    " while the request was being committed and could not be asked since: it may have been"
+    " done, and GET /bookings/{booking_id} tells (booking again could book twice)",
+    headers=(RETRY_AFTER,),
+)
+
 SHOW_LINKS = (
     Link("GetShow", "GET /shows/{show_id}", {"show_id": "$response.body#/show_id"}),
     Link("BookTickets", "POST /book-tickets", body={"show_id": "$response.body#/show_id"}),
@@ -172,7 +180,7 @@ ROUTES: tuple[Route, ...] = (
             ),
             404: Answer("no such show (or not a show id)", headers=(REPLAYED,)),
             422: Answer("this Idempotency-Key was used with a different body; nothing booked"),
-            503: BUSY,
+            503: UNAVAILABLE,
         },
         body=BookTicketsBody,
         headers=(IDEMPOTENCY_KEY,),
@@ -194,7 +202,7 @@ ROUTES: tuple[Route, ...] = (
         {
             200: Answer("the booking, canceled (now or before: a repeat changes nothing)", Booking),
             404: BOOKING_NOT_FOUND,
-            503: BUSY,
+            503: UNAVAILABLE,
         },
         uses_database=True,
     ),

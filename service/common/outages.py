@@ -26,23 +26,24 @@ import sqlalchemy.exc
 T = TypeVar("T")
 
 # SQLSTATEs of a PostgreSQL that is going away, not there yet, full, or read-only after a
-# failover; and of sessions our own bounds ended (idle in transaction, idle session, a statement
-# over statement_timeout). Class 08 (connection exceptions) is an outage as a whole.
+# failover; and of sessions our own bounds ended (idle in transaction, idle session): the
+# session is gone either way. Class 08 (connection exceptions) is an outage as a whole.
+# Not 57014 (a statement over statement_timeout): the session lives on, and a statement that is
+# always too slow must not pass for an outage, which would keep its message forever.
 OUTAGE_SQLSTATES = frozenset(
     {
         "57P01",  # admin_shutdown: terminated (restart, pg_terminate_backend)
         "57P02",  # crash_shutdown
-        "57P03",  # cannot_connect_now: starting up or shutting down
+        "57P03",  # cannot_connect_now: starting up, shutting down, or a standby
         "53300",  # too_many_connections
         "25006",  # read_only_sql_transaction: a standby promoted elsewhere, this one read-only
         "25P03",  # idle_in_transaction_session_timeout
         "57P05",  # idle_session_timeout
-        "57014",  # query_canceled: statement_timeout
     }
 )
 
 
-def _causes(error: BaseException) -> Iterator[BaseException]:
+def causes(error: BaseException) -> Iterator[BaseException]:
     """The error, what the driver raised underneath it, and what caused that."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [error]
@@ -57,21 +58,58 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
 
 
 def _is_database_outage_itself(error: BaseException) -> bool:
-    if isinstance(error, OSError | TimeoutError):  # refused, reset, unreachable, timed out
+    # Refused, reset, unreachable; a connect, a command_timeout or our own bound ran out.
+    if isinstance(error, OSError | TimeoutError):
         return True
-    if isinstance(error, sqlalchemy.exc.TimeoutError):  # no pooled connection free in time
+    # No pooled connection free in time; a pooled connection found closed at checkout.
+    if isinstance(error, sqlalchemy.exc.TimeoutError | sqlalchemy.exc.DisconnectionError):
         return True
+    # SQLAlchemy saw the connection die under the statement (a cut, a restart, a terminated
+    # session): whatever it wraps, an InterfaceError, an InternalError, a bare DBAPIError.
     if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
         return True
-    if isinstance(error, sqlalchemy.exc.InterfaceError | asyncpg.InterfaceError):
-        return True  # the driver's link to the server is gone (closed mid-operation)
+    # Refusals that leave the connection as it was (invalidated=False): a server starting or
+    # shutting down (57P03), full (53300), read-only (25006); and class 08.
     sqlstate = getattr(error, "sqlstate", None)
     return isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in OUTAGE_SQLSTATES)
 
 
 def is_database_outage(error: BaseException) -> bool:
-    """PostgreSQL is down, restarting, out of reach or refusing us for now: not our bug."""
-    return any(_is_database_outage_itself(cause) for cause in _causes(error))
+    """PostgreSQL is down, restarting, out of reach or refusing us for now: not our bug.
+
+    The error itself, what SQLAlchemy wraps (`.orig`) and the `__cause__` chain all count: the
+    asyncpg dialect raises a plain DBAPIError whose driver error has the SQLSTATE, and asyncpg
+    raises 08003 with the server's 57P01 as its cause."""
+    return any(_is_database_outage_itself(cause) for cause in causes(error))
+
+
+# Refusals at connect: the server answered, so nothing of ours reached a session.
+REFUSED_AT_CONNECT = frozenset({"57P03", "53300"})
+
+
+def nothing_sent(error: BaseException) -> bool:
+    """An outage met before anything reached PostgreSQL: no connection could be had (refused,
+    unknown host, the server starting or full, no pooled connection free in time). Unlike a
+    connection lost under a statement or a COMMIT, it leaves no doubt about what was done."""
+    if isinstance(error, OSError) and not isinstance(error, TimeoutError):
+        return True  # SQLAlchemy does not wrap connect errors; a lost session it does wrap
+    if isinstance(error, sqlalchemy.exc.TimeoutError | sqlalchemy.exc.DisconnectionError):
+        return True
+    return any(getattr(cause, "sqlstate", None) in REFUSED_AT_CONNECT for cause in causes(error))
+
+
+def lost_connection(error: BaseException, conn: asyncpg.Connection) -> bool:
+    """An error on a plain asyncpg connection (the relay's) that PostgreSQL closed.
+
+    On a closed connection asyncpg raises InterfaceError ("connection is closed") or, when a
+    restart ends it mid-operation, InternalClientError ("cannot switch to state ..."): neither
+    has a SQLSTATE, and both also mean a bug on an open connection. So they count as an outage
+    only when the connection is in fact closed."""
+    if is_database_outage(error):
+        return True
+    return conn.is_closed() and isinstance(
+        error, asyncpg.InterfaceError | asyncpg.InternalClientError
+    )
 
 
 BROKER_ERRORS = (
@@ -97,12 +135,23 @@ POSTGRESQL = Dependency("PostgreSQL", is_database_outage)
 RABBITMQ = Dependency("RabbitMQ", is_broker_outage)
 
 
+def postgresql_on(conn: asyncpg.Connection) -> Dependency:
+    """POSTGRESQL for steps on one plain asyncpg connection: see lost_connection."""
+    return Dependency(POSTGRESQL.name, lambda error: lost_connection(error, conn))
+
+
+class Fatal(Exception):
+    """What no retry fixes (the configuration contradicts what is there): the process stops,
+    saying so in one line, for its operator rather than its supervisor to deal with."""
+
+
 class Unavailable(Exception):
     """PostgreSQL or RabbitMQ cannot be used right now; back off and reconnect."""
 
     def __init__(self, what: str, error: BaseException) -> None:
         super().__init__(f"{what} unavailable: {error!r}")
         self.what = what
+        self.__cause__ = error  # what happened, for whoever explains it
 
 
 async def guarded(dependency: Dependency, step: Awaitable[T]) -> T:
@@ -141,28 +190,52 @@ class Backoff:
         self._attempt = 0
 
 
-class OutageLog:
-    """One log line per state change of a process's dependencies."""
+Explain = Callable[[BaseException], "str | None"]
 
-    def __init__(self, log: logging.Logger, who: str, activity: str) -> None:
+
+class OutageLog:
+    """One log line per state change of a process's dependencies.
+
+    `explain` words an error as an operator needs it (service/common/dependencies.py: which
+    dependency, at which address, what to do), or says None for a bug."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        who: str,
+        activity: str,
+        explain: Explain = lambda _: None,
+    ) -> None:
         self._log = log
         self._who = who
         self._activity = activity
+        self._explain = explain
         self._problem: str | None = None
+        self._what = ""
         self._since = 0.0
 
     def failed(self, error: Unavailable, delay: float) -> None:
-        if self._problem == error.what:
-            self._log.debug("%s: %s; retrying in %.1f s", self._who, error, delay)
+        self._went(error.what, error.what, self._explain(error) or str(error), delay)
+
+    def crashed(self, error: Exception, delay: float) -> None:
+        """Not an outage: a dependency that is there but not set up (no database, no tables,
+        a refused login) is one line, as an outage is; anything else is a bug, logged with its
+        traceback (call from an except block)."""
+        explained = self._explain(error)
+        if explained is not None:
+            self._went(explained, "the database", explained, delay)
+            return
+        self._log.exception("%s failed unexpectedly; restarting in %.1f s", self._who, delay)
+
+    def _went(self, problem: str, what: str, line: str, delay: float) -> None:
+        if self._problem == problem:
+            self._log.debug("%s: %s; retrying in %.1f s", self._who, line, delay)
             return
         if self._problem is None:
             self._since = time.monotonic()
-        self._problem = error.what
-        self._log.warning("%s: %s; backing off (next try in %.1f s)", self._who, error, delay)
-
-    def crashed(self, delay: float) -> None:
-        """A bug, not an outage: logged with its traceback (call from an except block)."""
-        self._log.exception("%s failed unexpectedly; restarting in %.1f s", self._who, delay)
+        self._problem = problem
+        self._what = what
+        self._log.warning("%s: %s; backing off (next try in %.1f s)", self._who, line, delay)
 
     def recovered(self) -> bool:
         """Log the way back; True if something had been away."""
@@ -170,7 +243,7 @@ class OutageLog:
             return False
         down = time.monotonic() - self._since
         self._log.info(
-            "%s: %s is back after %.1f s; %s again", self._who, self._problem, down, self._activity
+            "%s: %s is back after %.1f s; %s again", self._who, self._what, down, self._activity
         )
         self._problem = None
         return True
@@ -192,18 +265,21 @@ async def run_until_stopped(
     """Run `session` again and again until `stopping` is set.
 
     A session ends by returning (on a stop) or by raising: Unavailable for a lost dependency,
-    anything else for a bug; either way the next one starts after a growing pause. A session
+    anything else for a bug; either way the next one starts after a growing pause. Fatal ends
+    the loop: it is raised to the process. A session
     resets the backoff once it is up, so a long outage and a short one both back off from 0.1 s.
     """
     backoff = Backoff(max_backoff)
     while not stopping.is_set():
         try:
             await session(backoff)
+        except Fatal:
+            raise
         except Unavailable as error:
             delay = backoff.next_delay()
             outages.failed(error, delay)
             await sleep_unless(stopping, delay)
-        except Exception:
+        except Exception as error:
             delay = backoff.next_delay()
-            outages.crashed(delay)
+            outages.crashed(error, delay)
             await sleep_unless(stopping, delay)

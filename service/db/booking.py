@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import idempotency
 from service.common.encoding import to_json
 from service.common.outages import is_database_outage
-from service.db.engine import RetriesExhausted, is_lock_timeout, retry_serializable
+from service.db.engine import RetriesExhausted, is_too_slow, retry_serializable
 from service.db.tables import bookings
 from service.domain import (
     BatchDecision,
@@ -107,7 +107,8 @@ async def book_requests(
     transaction, retried on conflict. Requests for unknown shows come back in `unknown_show`.
 
     Raises RetriesExhausted when contention never lets up, and ContentionExhausted when a row
-    lock was not granted within the connection's lock_timeout.
+    lock was not granted within the connection's lock_timeout (or a statement ran past its
+    statement_timeout).
     """
 
     async def transaction() -> BatchDecision:
@@ -123,7 +124,7 @@ async def book_requests(
     except RetriesExhausted:
         raise
     except Exception as error:
-        if is_lock_timeout(error):
+        if is_too_slow(error):
             raise ContentionExhausted() from error
         if is_database_outage(error):
             raise

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
 
 from alembic import command
 from service.common import timeouts
+from service.db import bounds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,7 +33,20 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def create_engine(database_url: str, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
+# A row lock waited for at most this long by default (the API sets BOOKING_MAX_WAIT instead).
+LOCK_WAIT = 5.0
+
+
+def create_engine(
+    database_url: str,
+    pool_size: int = 10,
+    pre_ping: bool = True,
+    lock_wait: float = LOCK_WAIT,
+    application_name: str = "tickets",
+) -> AsyncEngine:
+    """A pooled engine whose every connection bounds its waits (service/db/bounds.py): a
+    statement without an answer fails after lock_wait + 2 s, a row lock is waited for
+    `lock_wait` seconds, a client gone mid-transaction frees its rows after 2 s."""
     return create_async_engine(
         database_url,
         pool_size=pool_size,
@@ -43,10 +57,7 @@ def create_engine(database_url: str, pool_size: int = 10, pre_ping: bool = True)
         hide_parameters=True,
         # Fail fast when PostgreSQL is away: a buyer waiting a minute is worse than a quick 503.
         pool_timeout=timeouts.POOL_CHECKOUT,
-        connect_args={
-            "timeout": timeouts.CONNECT,
-            "server_settings": {"application_name": "tickets"},
-        },
+        connect_args=bounds.pooled(lock_wait).connect_args(application_name),
     )
 
 
@@ -133,30 +144,16 @@ def migrate(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
 
 
-# lock_not_available: a statement waited for a row lock longer than lock_timeout.
-LOCK_TIMEOUT_SQLSTATE = "55P03"
+# lock_not_available: a statement waited for a row lock longer than lock_timeout;
+# query_canceled: a statement ran longer than statement_timeout. Either way the database is
+# too busy for this request now, and nothing was done: "busy", not a bug.
+TOO_SLOW_SQLSTATES = frozenset({"55P03", "57014"})
 
 
-def is_lock_timeout(error: BaseException) -> bool:
+def is_too_slow(error: BaseException) -> bool:
+    """A lock wait or a statement ran out of its time (lock_timeout, statement_timeout)."""
     orig = getattr(error, "orig", None)
-    return (
-        isinstance(error, DBAPIError) and getattr(orig, "sqlstate", None) == LOCK_TIMEOUT_SQLSTATE
-    )
-
-
-def bound_lock_waits(engine: AsyncEngine, seconds: float) -> None:
-    """Every connection `engine` opens gives up waiting for a row lock after `seconds`.
-
-    A booking stuck behind a lock that a hung transaction holds would otherwise wait, and keep
-    its whole batch waiting, for as long as that transaction lives.
-    """
-    milliseconds = max(1, round(seconds * 1000))
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def set_lock_timeout(dbapi_connection: Any, _record: Any) -> None:
-        # On the driver's connection itself: through the adapter it would run in a transaction
-        # that the pool rolls back, and the setting with it.
-        dbapi_connection.run_async(lambda conn: conn.execute(f"SET lock_timeout = {milliseconds}"))
+    return isinstance(error, DBAPIError) and getattr(orig, "sqlstate", None) in TOO_SLOW_SQLSTATES
 
 
 def refuse_closed_connections(engine: AsyncEngine) -> None:

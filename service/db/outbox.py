@@ -8,6 +8,7 @@ would hand out and take back at will.
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -16,8 +17,11 @@ from datetime import datetime
 import asyncpg
 
 from service.common import timeouts
-from service.common.outages import POSTGRESQL, guarded, is_database_outage
+from service.common.outages import POSTGRESQL, guarded
+from service.db import bounds
 from service.db.engine import asyncpg_dsn
+
+log = logging.getLogger(__name__)
 
 # pg_try_advisory_lock key of the one active relay in a database ("outbox" in ASCII).
 RELAY_LOCK_KEY = 0x6F7574626F78
@@ -50,15 +54,13 @@ async def dedicated_connection(
     """One physical connection, its own session, closed (bounded in time) on the way out.
 
     Connecting to a PostgreSQL that is away raises Unavailable. Closing ends the session, which
-    releases whatever it held: a relay's lead goes to a standby at once.
+    releases whatever it held: a relay's lead goes to a standby at once. Every statement is
+    bounded, and a session that stays silent for 10 s is ended by PostgreSQL (bounds.RELAY):
+    a relay whose path died gives its lead away even though it cannot say so.
     """
     conn = await guarded(
         POSTGRESQL,
-        asyncpg.connect(
-            asyncpg_dsn(database_url),
-            timeout=timeouts.CONNECT,
-            server_settings={"application_name": application_name},
-        ),
+        asyncpg.connect(asyncpg_dsn(database_url), **bounds.RELAY.connect_args(application_name)),
     )
     try:
         yield conn
@@ -67,11 +69,12 @@ async def dedicated_connection(
 
 
 async def _close_quietly(conn: asyncpg.Connection) -> None:
+    """Close politely if the server answers in time, else drop the socket: never raise here,
+    where it would hide why the connection is being closed."""
     try:
         await conn.close(timeout=timeouts.CLOSE)
     except Exception as error:
-        if not is_database_outage(error):
-            raise
+        log.debug("closing a connection failed (dropped instead): %r", error)
     finally:
         if not conn.is_closed():
             conn.terminate()

@@ -9,7 +9,7 @@ import asyncio
 import logging
 
 from service.common import metrics
-from service.common.outages import POSTGRESQL, Unavailable, guarded, sleep_unless
+from service.common.outages import Unavailable, guarded, postgresql_on, sleep_unless
 from service.db.outbox import dedicated_connection, outbox_status
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class OutboxBacklog:
     async def _measure_until_stopped(self) -> None:
         async with dedicated_connection(self._database_url, "tickets-relay-backlog") as conn:
             while not self._stopping.is_set():
-                status = await guarded(POSTGRESQL, outbox_status(conn))
+                status = await guarded(postgresql_on(conn), outbox_status(conn))
                 metrics.OUTBOX_BACKLOG.set(status.backlog)
                 metrics.OUTBOX_OLDEST_AGE.set(status.oldest_unpublished_age or 0.0)
                 await sleep_unless(self._stopping, INTERVAL_SECONDS)

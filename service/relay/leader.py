@@ -19,12 +19,13 @@ from aio_pika.abc import AbstractExchange
 
 from service.broker import confirmed_channel, declare_events_exchange
 from service.common import metrics
+from service.common.dependencies import dependencies_of
 from service.common.outages import (
-    POSTGRESQL,
     RABBITMQ,
     Backoff,
     OutageLog,
     guarded,
+    postgresql_on,
     run_until_stopped,
     sleep_unless,
 )
@@ -43,7 +44,7 @@ class OutboxRelay:
         self._application_name = application_name
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self._outages = OutageLog(log, "relay", "relaying")
+        self._outages = OutageLog(log, "relay", "relaying", dependencies_of(settings).explain)
         self._role = ""
         self.published = 0  # events confirmed by RabbitMQ, for tests and benchmarks
         self.leading = False
@@ -112,7 +113,7 @@ class OutboxRelay:
             self._set_leading(False)
 
     async def _relay(self, conn: asyncpg.Connection, publisher: OutboxPublisher) -> None:
-        await guarded(POSTGRESQL, conn.add_listener(NOTIFY_CHANNEL, self._on_notify))
+        await guarded(postgresql_on(conn), conn.add_listener(NOTIFY_CHANNEL, self._on_notify))
         while not self._stopping.is_set():
             self._wake.clear()  # a NOTIFY from here on means: look again
             if await publisher.until_empty(self._stopping) == 0:
@@ -120,7 +121,7 @@ class OutboxRelay:
 
     async def _wait_for_lead(self, conn: asyncpg.Connection) -> bool:
         while not self._stopping.is_set():
-            if await guarded(POSTGRESQL, try_lead(conn)):
+            if await guarded(postgresql_on(conn), try_lead(conn)):
                 self._announce("leading: this relay publishes the outbox")
                 return True
             self._announce("standby: another relay leads; taking over when its session ends")

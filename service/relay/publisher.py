@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractExchange
 from opentelemetry import context as otel_context
 
 from service.common import metrics
-from service.common.outages import POSTGRESQL, Unavailable, guarded
+from service.common.outages import Unavailable, guarded, postgresql_on
 from service.common.tracing import context_of
 from service.db.outbox import OutboxRow, fetch_unpublished, mark_published
 
@@ -107,7 +107,9 @@ class OutboxPublisher:
                 await batch.abandon()
 
     async def _read(self, in_flight: list[int]) -> list[OutboxRow]:
-        return await guarded(POSTGRESQL, fetch_unpublished(self._conn, self._batch_size, in_flight))
+        return await guarded(
+            postgresql_on(self._conn), fetch_unpublished(self._conn, self._batch_size, in_flight)
+        )
 
     async def _settle(self, batch: _InFlight) -> int:
         """Wait for a batch's confirms and mark its confirmed prefix as published."""
@@ -117,7 +119,7 @@ class OutboxPublisher:
             # Fails if our session (and with it the lead) is gone; the rows are then sent
             # again by whoever leads next, with the same message_ids.
             ids = [row.id for row in batch.rows[:confirmed]]
-            await guarded(POSTGRESQL, mark_published(self._conn, ids))
+            await guarded(postgresql_on(self._conn), mark_published(self._conn, ids))
             self._on_published(confirmed)
             _observe_commit_to_confirm(batch.rows[:confirmed])
         if confirmed < len(batch.rows):

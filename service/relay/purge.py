@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from service.common.outages import POSTGRESQL, Unavailable, guarded, sleep_unless
+from service.common.outages import Unavailable, guarded, postgresql_on, sleep_unless
 from service.db.idempotency_keys import purge_expired_keys
 from service.db.outbox import dedicated_connection, purge_published
 
@@ -86,7 +86,7 @@ class Purge:
     async def _purge(self, conn: asyncpg.Connection, kept: Retention) -> int:
         total = 0
         while not self._stopping.is_set():
-            purged = await guarded(POSTGRESQL, kept.purge(conn, kept.seconds, PURGE_BATCH))
+            purged = await guarded(postgresql_on(conn), kept.purge(conn, kept.seconds, PURGE_BATCH))
             total += purged
             if purged < PURGE_BATCH:
                 break

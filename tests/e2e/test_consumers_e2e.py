@@ -44,7 +44,7 @@ async def test_bookings_over_http_reach_show_sales_and_the_provider(
     async with own_database() as database_url, serving(provider):
         settings = fast(
             settings.replaced(database_url=database_url),
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}e2e.",
+            events_exchange=f"{settings.events_exchange}.e2e",
             consumer_max_attempts=20,
         )
         async with consumer_queues(settings, *NAMES) as queues:

@@ -93,7 +93,7 @@ async def test_bookings_and_cancellations_racing_over_two_api_processes(
     async with own_database() as database_url, serving(provider):
         settings = fast(
             settings.replaced(database_url=database_url),
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}lifecycle.",
+            events_exchange=f"{settings.events_exchange}.lifecycle",
             consumer_max_attempts=20,
         )
         async with (

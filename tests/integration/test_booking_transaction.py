@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.booking import book_requests
 from service.db.engine import (
-    bound_lock_waits,
     create_engine,
     refuse_closed_connections,
     serializable_sessions,
@@ -52,8 +51,7 @@ async def test_one_transaction_books_several_shows(
 async def test_a_row_lock_held_too_long_is_busy_not_a_hang(
     database_url: str, db: asyncpg.Connection
 ) -> None:
-    engine = create_engine(database_url, pool_size=2)
-    bound_lock_waits(engine, 0.2)
+    engine = create_engine(database_url, pool_size=2, lock_wait=0.2)
     sessions = serializable_sessions(engine)
     try:
         show_id = await new_show(sessions, 5)

@@ -59,7 +59,7 @@ async def test_sigkill_mid_stream_then_restart_leaves_no_difference(
     async with own_database() as database_url:
         settings = fast(
             settings.replaced(database_url=database_url),
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}crash.",
+            events_exchange=f"{settings.events_exchange}.crash",
         )
         async with consumer_queues(settings, NAME) as (queues,):
             total = await book(database_url)

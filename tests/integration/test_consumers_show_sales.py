@@ -66,7 +66,7 @@ async def test_the_same_message_twice_has_one_effect(
 async def test_a_cancellation_subtracts_once_whatever_the_order(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
-    settings = fast(settings, consumer_queue_prefix=f"{settings.consumer_queue_prefix}cancel.")
+    settings = fast(settings, events_exchange=f"{settings.events_exchange}.cancel")
     async with consumer_queues(settings, NAME) as (queues,):
         show_id = uuid.uuid4()
         kept, undone = booking_made(show_id, 3), booking_made(show_id, 2)
@@ -90,7 +90,7 @@ async def test_a_cancellation_subtracts_once_whatever_the_order(
 async def test_poison_goes_to_the_dead_letter_queue_at_once(
     settings: Settings, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = fast(settings, consumer_queue_prefix=f"{settings.consumer_queue_prefix}poison.")
+    settings = fast(settings, events_exchange=f"{settings.events_exchange}.poison")
     async with consumer_queues(settings, NAME) as (queues,):
         show_id = uuid.uuid4()
         good = [booking_made(show_id) for _ in range(5)]
@@ -126,10 +126,11 @@ def closed_port() -> int:
 async def test_without_its_database_a_consumer_waits_and_says_so_once(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    nowhere = f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/nowhere"
+    nowhere_port = closed_port()
+    nowhere = f"postgresql+asyncpg://postgres@127.0.0.1:{nowhere_port}/nowhere"
     settings = fast(
         settings.replaced(database_url=nowhere),
-        consumer_queue_prefix=f"{settings.consumer_queue_prefix}nodb.",
+        events_exchange=f"{settings.events_exchange}.nodb",
     )
     async with consumer_queues(settings, NAME) as (queues,):
         await publish(settings, [message_for(booking_made(uuid.uuid4()))])
@@ -141,8 +142,10 @@ async def test_without_its_database_a_consumer_waits_and_says_so_once(
                 stopping.set()
                 async with asyncio.timeout(10):
                     await task
-        lines = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
-        assert len(lines) == 1 and "PostgreSQL unavailable" in lines[0]
+        lines = [r.getMessage() for r in caplog.records if "not reachable" in r.getMessage()]
+        assert len(lines) == 1, lines
+        assert f"PostgreSQL at 127.0.0.1:{nowhere_port} is not reachable" in lines[0]
+        assert "set DATABASE_URL" in lines[0]
         # Nothing was consumed, retried or dead-lettered: the message waits for the database.
         counts = await depths(settings, queues)
         assert counts[queues.main] == 1 and counts[queues.dead_letter] == 0
@@ -151,7 +154,7 @@ async def test_without_its_database_a_consumer_waits_and_says_so_once(
 async def test_a_lost_broker_is_logged_once_and_consumption_resumes(
     settings: Settings, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = fast(settings, consumer_queue_prefix=f"{settings.consumer_queue_prefix}outage.")
+    settings = fast(settings, events_exchange=f"{settings.events_exchange}.outage")
     async with consumer_queues(settings, NAME) as (queues,):
         show_id = uuid.uuid4()
         before, during = (
@@ -174,7 +177,8 @@ async def test_a_lost_broker_is_logged_once_and_consumption_resumes(
                     await at_least(10, db, sold, show_id)
         lines = [r.getMessage() for r in caplog.records if "RabbitMQ" in r.getMessage()]
         assert len(lines) == 2, lines
-        assert "RabbitMQ unavailable" in lines[0] and "RabbitMQ is back" in lines[1]
+        assert "RabbitMQ at 127.0.0.1:" in lines[0] and "is not reachable" in lines[0]
+        assert "RabbitMQ is back" in lines[1]
         assert runner.stats.reconnects == 1 and runner.stats.applied == 10
         assert set((await depths(settings, queues)).values()) == {0}
 
@@ -182,7 +186,7 @@ async def test_a_lost_broker_is_logged_once_and_consumption_resumes(
 async def test_a_lost_database_costs_no_attempts_and_consumption_resumes(
     settings: Settings, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = fast(settings, consumer_queue_prefix=f"{settings.consumer_queue_prefix}dbdown.")
+    settings = fast(settings, events_exchange=f"{settings.events_exchange}.dbdown")
     async with consumer_queues(settings, NAME) as (queues,):
         show_id = uuid.uuid4()
         events = [booking_made(show_id) for _ in range(300)]
@@ -204,8 +208,11 @@ async def test_a_lost_database_costs_no_attempts_and_consumption_resumes(
                     await at_least(len(events), db, sold, show_id)
         lines = [r.getMessage() for r in caplog.records if "PostgreSQL" in r.getMessage()]
         assert len(lines) == 2, lines
-        assert "PostgreSQL unavailable" in lines[0] and "PostgreSQL is back" in lines[1]
-        # Not the messages' fault: nothing retried or dead-lettered, each applied once.
+        assert "PostgreSQL at 127.0.0.1:" in lines[0] and "is not reachable" in lines[0]
+        assert "PostgreSQL is back" in lines[1]
+        # Not the messages' fault: nothing retried or dead-lettered, each applied once; those
+        # in flight were put back as they were (not charged a delivery of the delivery limit).
         assert (runner.stats.retried, runner.stats.dead_lettered) == (0, 0)
+        assert runner.stats.kept > 0
         assert await db.fetchval(sold, show_id) == len(events)
         assert set((await depths(settings, queues)).values()) == {0}

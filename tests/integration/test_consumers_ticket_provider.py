@@ -19,6 +19,7 @@ from consumers.ticket_provider import delete_key
 from service.domain import BookingEvent, BookingMade, cancellation_key
 from service.settings import Settings
 from tests.support.consumers import consumer_queues, depths, fast, running
+from tests.support.database import asyncpg_dsn
 from tests.support.events import (
     booking_made,
     canceled,
@@ -64,7 +65,7 @@ async def test_a_flaky_provider_gets_every_booking_exactly_once(
     async with serving(provider):
         settings = fast(
             settings,
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}flaky.",
+            events_exchange=f"{settings.events_exchange}.flaky",
             ticket_provider_url=provider.url,
             ticket_provider_timeout=0.3,
             consumer_max_attempts=20,  # 0.4 ** 20: no booking should run out of attempts
@@ -114,7 +115,7 @@ async def test_a_failing_booking_is_dead_lettered_while_the_others_flow_then_red
     async with serving(provider):
         settings = fast(
             settings,
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}attempts.",
+            events_exchange=f"{settings.events_exchange}.attempts",
             ticket_provider_url=provider.url,
             consumer_retry_delays_ms=(100, 200, 400),
             consumer_max_attempts=4,
@@ -175,7 +176,7 @@ async def test_a_refused_booking_goes_to_the_dead_letter_queue_at_once(
     async with serving(provider):
         settings = fast(
             settings,
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}refused.",
+            events_exchange=f"{settings.events_exchange}.refused",
             ticket_provider_url=provider.url,
         )
         async with consumer_queues(settings, NAME) as (queues,):
@@ -213,7 +214,7 @@ async def test_a_stop_lets_the_calls_in_flight_finish(
     async with serving(provider):
         settings = fast(
             settings,
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}stop.",
+            events_exchange=f"{settings.events_exchange}.stop",
             ticket_provider_url=provider.url,
             ticket_provider_timeout=5.0,
         )
@@ -256,7 +257,7 @@ async def test_a_cancellation_deletes_the_ticket_with_a_key_of_its_own(
     async with serving(provider):
         settings = fast(
             settings,
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}cancel.",
+            events_exchange=f"{settings.events_exchange}.cancel",
             ticket_provider_url=provider.url,
         )
         async with consumer_queues(settings, NAME) as (queues,):
@@ -288,7 +289,7 @@ async def test_a_cancellation_that_overtakes_its_booking_leaves_no_ticket(
     async with serving(provider):
         settings = fast(
             settings,
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}overtaken.",
+            events_exchange=f"{settings.events_exchange}.overtaken",
             ticket_provider_url=provider.url,
             consumer_max_attempts=2,
         )
@@ -328,7 +329,7 @@ async def test_a_booking_canceled_while_its_ticket_is_made_gets_it_taken_back(
     async with serving(provider):
         settings = fast(
             settings,
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}meanwhile.",
+            events_exchange=f"{settings.events_exchange}.meanwhile",
             ticket_provider_url=provider.url,
         )
         async with consumer_queues(settings, NAME) as (queues,):
@@ -339,8 +340,13 @@ async def test_a_booking_canceled_while_its_ticket_is_made_gets_it_taken_back(
 
             async def canceled_meanwhile(booking_id: str) -> None:
                 # While the POST is on its way, the booking is canceled and its BookingCanceled
-                # reaches the provider first: its DELETE finds no ticket yet.
-                await cancel_in_table(db, event)
+                # reaches the provider first: its DELETE finds no ticket yet. (On a connection
+                # of its own: the test's is busy polling meanwhile.)
+                own = await asyncpg.connect(asyncpg_dsn(settings.database_url.get_secret_value()))
+                try:
+                    await cancel_in_table(own, event)
+                finally:
+                    await own.close()
                 await publish(settings, [message_for(undo)])
 
                 async def deleted() -> bool:
@@ -368,7 +374,7 @@ async def test_forged_events_are_dead_lettered_without_a_call(
     async with serving(provider):
         settings = fast(
             settings,
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}forged.",
+            events_exchange=f"{settings.events_exchange}.forged",
             ticket_provider_url=provider.url,
         )
         async with consumer_queues(settings, NAME) as (queues,):

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support.database import asyncpg_dsn
-from tests.support.proxy import PostgresProxy, pg_proxy_to
+from tests.support.proxy import Mode, PostgresProxy, pg_proxy_to
 from tests.support.waiting import until
 
 
@@ -248,3 +248,20 @@ async def test_dead_path_advisory_lock_freed_by_idle_session_timeout(
 
     await until(free, within=5)
     assert time.monotonic() - started < 2.5
+
+
+async def test_a_path_that_dies_at_commit_leaves_the_transaction_open_on_the_server(
+    proxy: PostgresProxy, connect: Connect, probe: str, db: asyncpg.Connection
+) -> None:
+    conn = await connect(application_name="dying", idle_in_transaction_session_timeout="1000")
+    pid = conn.get_server_pid()
+    row = uuid.uuid4()
+    proxy.blackhole_at_commit(application_name="dying")
+    await conn.execute("BEGIN")
+    await conn.execute(f"INSERT INTO {probe} VALUES ($1)", row)
+    with pytest.raises(TimeoutError):
+        await conn.execute("COMMIT", timeout=0.5)
+    assert proxy.mode is Mode.BLACKHOLE and proxy.seen.commits_cut == 1
+    state = await db.fetchval("SELECT state FROM pg_stat_activity WHERE pid = $1", pid)
+    assert state == "idle in transaction"  # its locks held, until the server gives up on it
+    await until(lambda: _gone(db, probe, row), within=5)

@@ -114,7 +114,7 @@ async def test_relay_metrics_move_with_publishes_failures_and_leadership(
 
 
 async def test_consumer_metrics_move_with_each_outcome(settings: Settings) -> None:
-    settings = fast(settings, consumer_queue_prefix=f"{settings.consumer_queue_prefix}metrics.")
+    settings = fast(settings, events_exchange=f"{settings.events_exchange}.metrics")
     name = "show_sales"
     moved = Delta()
     async with consumer_queues(settings, name):
@@ -187,7 +187,7 @@ async def _followed(
         own = fast(
             settings,
             database_url=url,
-            consumer_queue_prefix=f"{settings.consumer_queue_prefix}followed.",
+            events_exchange=f"{settings.events_exchange}.followed",
             ticket_provider_url=provider.url,
             relay_poll_interval=0.1,
         )

@@ -219,7 +219,7 @@ async def test_broker_outage_keeps_bookings_flowing_and_drains_after(
             await received.wait_for_all(await all_event_ids(db), within=20)
 
     assert_at_least_once(received, await all_event_ids(db))
-    outages = [r for r in caplog.records if "RabbitMQ unavailable" in r.getMessage()]
+    outages = [r for r in caplog.records if "is not reachable" in r.getMessage()]
     recoveries = [r for r in caplog.records if "is back after" in r.getMessage()]
     assert (len(outages), len(recoveries)) == (1, 1), "one log line per state change"
 

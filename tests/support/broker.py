@@ -21,12 +21,21 @@ class Received:
 
     messages: list[AbstractIncomingMessage] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    arrival_times: list[float] = field(default_factory=list)  # event loop time, per message
 
     def bodies(self) -> list[dict[str, Any]]:
         return [json.loads(m.body) for m in self.messages]
 
     def message_ids(self) -> list[str]:
         return [str(m.message_id) for m in self.messages]
+
+    def booking_ids(self, before: float = float("inf")) -> set[str]:
+        """The bookings whose events arrived before `before` (event loop time)."""
+        return {
+            json.loads(m.body)["booking_id"]
+            for m, at in zip(self.messages, self.arrival_times, strict=True)
+            if at < before
+        }
 
     async def wait_for(self, count: int, within: float = 30.0) -> None:
         """Until at least `count` messages arrived; fails the test after `within` seconds."""
@@ -56,6 +65,7 @@ async def bound_queue(
     async def collect(message: AbstractIncomingMessage) -> None:
         await message.ack()
         received.messages.append(message)
+        received.arrival_times.append(asyncio.get_running_loop().time())
         received.arrived.set()
 
     tag = await queue.consume(collect)

@@ -25,12 +25,14 @@ def fast(settings: Settings, **changes: object) -> Settings:
 async def consumer_queues(settings: Settings, *names: str) -> AsyncIterator[list[Topology]]:
     """Declare consumers' queues before anything is published (so nothing goes unrouted);
     delete them when the test is done, so they do not collect later tests' events."""
-    from tests.conftest import RUN_QUEUES
+    from tests.conftest import RUN_EXCHANGES, RUN_QUEUES
 
     declared = [topology(settings, name) for name in names]
     names_of_queues = [q for queues in declared for q in queues.queue_names()]
     # Deleted by the run even if this test dies before its own clean-up.
     RUN_QUEUES.extend(q for q in names_of_queues if q not in RUN_QUEUES)
+    if settings.events_exchange not in RUN_EXCHANGES:
+        RUN_EXCHANGES.append(settings.events_exchange)
     connection = await connect(settings.amqp_url.get_secret_value(), "tickets-test-declare")
     async with connection:
         channel = await connection.channel()

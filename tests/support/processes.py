@@ -24,7 +24,6 @@ def environment(settings: Settings, **extra: str) -> dict[str, str]:
         DATABASE_URL=settings.database_url.get_secret_value(),
         AMQP_URL=settings.amqp_url.get_secret_value(),
         EVENTS_EXCHANGE=settings.events_exchange,
-        CONSUMER_QUEUE_PREFIX=settings.consumer_queue_prefix,
         RELAY_HTTP_PORT=str(settings.relay_http_port),
         CONSUMERS_HTTP_PORT=str(settings.consumers_http_port),
         PYTHONUNBUFFERED="1",

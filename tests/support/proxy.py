@@ -11,7 +11,8 @@ that other test runs on this machine use (no `rabbitmqctl stop_app`, no PostgreS
 - `heal()`: forward again; connections that were black-holed stay dead (they are reset now).
 
 `pg_proxy_to` gives a `PostgresProxy`, which also reads the PostgreSQL protocol: it can lose
-the answer to a COMMIT (see there) and counts what passed.
+the answer to a COMMIT, or let the path die right before one (see there), and counts what
+passed.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class ToggleProxy:
         self._ids = itertools.count(1)
         self.mode = Mode.UP
         self.port = 0
+        self.blackholed_at: float | None = None  # event loop time of the last blackhole()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, sock=self._listening_socket())
@@ -89,6 +91,7 @@ class ToggleProxy:
         self._drop_all()
 
     def blackhole(self, new_connections: NewConnections = "hang") -> None:
+        self.blackholed_at = asyncio.get_running_loop().time()
         for link in self._links:
             link.dead = True
         if new_connections == "refuse":
@@ -222,6 +225,7 @@ class _CommitCut:
     before_server: bool
     application_name: str | None
     backend_pid: int | None
+    dead_path: bool = False  # instead of cutting: the path dies, the COMMIT never arrives
 
     def takes(self, session: _Session) -> bool:
         if self.remaining == 0:
@@ -282,6 +286,14 @@ class PostgresProxy(ToggleProxy):
         the transaction is rolled back."""
         self._cut = _CommitCut(times, True, application_name, backend_pid)
 
+    def blackhole_at_commit(
+        self, *, application_name: str | None = None, backend_pid: int | None = None
+    ) -> None:
+        """At the next COMMIT of a matching connection the path dies (blackhole()): the
+        COMMIT never reaches the server, which keeps the transaction open, its row locks held,
+        as when a network fails under a client between its last statement and its COMMIT."""
+        self._cut = _CommitCut(1, True, application_name, backend_pid, dead_path=True)
+
     def disarm(self) -> None:
         self._cut = None
 
@@ -297,6 +309,9 @@ class PostgresProxy(ToggleProxy):
                 self.seen.commits += 1
                 if self._cut is not None and self._cut.takes(session):
                     self.seen.commits_cut += 1
+                    if self._cut.dead_path:
+                        self.blackhole()
+                        return b""
                     if self._cut.before_server:
                         link.abort()
                         return b""

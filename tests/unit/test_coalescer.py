@@ -14,6 +14,8 @@ from service.domain import (
     Capacity,
     ContentionExhausted,
     NotEnoughSeats,
+    OutcomeUnknown,
+    PartlyDecided,
     Request,
     ShowNotFound,
     StoredAnswer,
@@ -227,3 +229,39 @@ async def test_one_transaction_per_request_bounds_requests_in_flight() -> None:
         await running
         await booker.book(req(3))
         assert fake.sizes() == [[1], [3]]
+
+
+async def test_a_batch_that_does_not_answer_in_time_leaves_its_requests_unknown_not_hanging() -> (
+    None
+):
+    async with asyncio.timeout(BOUND):
+        fake = FakeTransactions({SHOW: Capacity(100, 0)})
+        coalescer = BookingCoalescer(
+            fake.book, batch_max=100, lanes=1, max_wait=0.05, max_queued=1000, answer_grace=0.1
+        )
+        held = req(1)
+        # Its transaction hangs (a database on a dead path): the request was in a batch, so it
+        # may be booked; after max_wait and the grace it is told so, never "busy, retry".
+        with pytest.raises(OutcomeUnknown):
+            await (await first_batch_blocked(coalescer, fake, held))
+        fake.gate.set()
+        await coalescer.close()
+        assert fake.booked(held)
+
+
+async def test_a_partly_decided_batch_answers_each_request_on_its_own() -> None:
+    async with asyncio.timeout(BOUND):
+        made, rest = req(1), req(2)
+
+        async def half_known(requests: list[Request]) -> BatchDecision:
+            # A lost commit's booking was found; the rest of the batch could not be run again.
+            raise PartlyDecided(BatchDecision([made], []), ConnectionRefusedError())
+
+        coalescer = BookingCoalescer(
+            half_known, batch_max=100, lanes=1, max_wait=5, max_queued=1000
+        )
+        booked, failed = await asyncio.gather(
+            coalescer.book(made), coalescer.book(rest), return_exceptions=True
+        )
+        assert booked is None
+        assert isinstance(failed, ConnectionRefusedError)

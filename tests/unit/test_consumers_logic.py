@@ -128,14 +128,41 @@ def test_redrive_starts_attempts_afresh_and_counts_redrives() -> None:
     assert redrive_headers(again)[REDRIVEN] == 2
 
 
-def test_queue_names() -> None:
-    topology = Topology.of("p.", "show_sales", (50, 100, 50))
-    assert topology.main == "p.show_sales"
-    assert topology.dead_letter == "p.show_sales.dlq"
-    assert topology.retry(100) == "p.show_sales.retry.100"
+def test_queue_names_start_with_the_events_exchange() -> None:
+    topology = Topology.of("events", "show_sales", (50, 100, 50), delivery_limit=5)
+    assert topology.main == "events.show_sales"
+    assert topology.dead_letter == "events.show_sales.dlq"
+    assert topology.retry(100) == "events.show_sales.retry.100"
     assert sorted(topology.queue_names()) == sorted(
-        ["p.show_sales", "p.show_sales.dlq", "p.show_sales.retry.50", "p.show_sales.retry.100"]
+        [
+            "events.show_sales",
+            "events.show_sales.dlq",
+            "events.show_sales.retry.50",
+            "events.show_sales.retry.100",
+        ]
     )
+    # Another deployment on the same broker (its own EVENTS_EXCHANGE): no queue in common.
+    other = Topology.of("staging-events", "show_sales", (50, 100), delivery_limit=5)
+    assert not set(other.queue_names()) & set(topology.queue_names())
+
+
+def test_quorum_queues_dead_letter_at_least_once() -> None:
+    topology = Topology.of("events", "show_sales", (50,), delivery_limit=3)
+    at_least_once = {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",  # without it RabbitMQ silently drops to at-most-once
+    }
+    main = topology.main_arguments()
+    assert main == at_least_once | {
+        "x-dead-letter-routing-key": "events.show_sales.dlq",
+        "x-delivery-limit": 3,
+    }
+    assert topology.retry_arguments(50) == at_least_once | {
+        "x-dead-letter-routing-key": "events.show_sales",
+        "x-message-ttl": 50,
+    }
 
 
 def test_differences_name_every_show_that_disagrees() -> None:
