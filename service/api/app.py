@@ -12,13 +12,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.api.auth import requiring_token
-from service.api.correlation import correlation_middleware
 from service.api.docs_page import render_docs_page
 from service.api.errors import answer_for, error_middleware
 from service.api.observability import (
     BookingMetrics,
     observe_middleware,
-    trace_middleware,
 )
 from service.api.openapi import openapi_document
 from service.api.readiness import DatabaseReadiness
@@ -51,12 +49,7 @@ def create_app(
     every booking transaction meets (by default the metrics)."""
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
-        middlewares=[
-            trace_middleware,
-            correlation_middleware,
-            observe_middleware,
-            error_middleware,
-        ],
+        middlewares=[observe_middleware, error_middleware],
         handler_args=connection_limits(settings),
     )
     app[BODY_TIMEOUT] = settings.http_body_timeout

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api.errors import Handler
 from service.common import context
 from service.common.context import CORRELATION_HEADER
 
@@ -15,11 +14,10 @@ def correlation_id_of(request: web.Request) -> str:
     return request[CORRELATION_ID]
 
 
-@web.middleware
-async def correlation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def begin(request: web.Request) -> str:
+    """The request's correlation id: kept from its header if it is one we can carry, else
+    made; set for the request's handlers and its log lines. The caller echoes it."""
     correlation_id = context.correlation_id_from(request.headers.get(CORRELATION_HEADER))
     request[CORRELATION_ID] = correlation_id
     context.correlation_id.set(correlation_id)
-    response = await handler(request)
-    response.headers[CORRELATION_HEADER] = correlation_id
-    return response
+    return correlation_id

@@ -15,8 +15,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 
+from service.api import correlation
 from service.api.errors import Handler
 from service.common import metrics, tracing
+from service.common.context import CORRELATION_HEADER
 from service.db.engine import RetriesExhausted
 from service.domain import (
     BatchDecision,
@@ -33,28 +35,33 @@ _tracer = trace.get_tracer("tickets.api")
 
 
 @web.middleware
-async def trace_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The request's server span, in the trace its `traceparent` names (or a new one).
+async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Around every request, in one layer (each middleware layer costs every request): the
+    correlation id (kept or made, echoed), the trace context, and, once the error map inside has
+    answered, one access line and the HTTP metrics.
 
-    By hand rather than opentelemetry-instrumentation-aiohttp-server: that one installs itself
-    by subclassing web.Application, which aiohttp deprecates; and this one skips collecting
-    attributes for spans nobody records (the default, without a collector)."""
+    The server span is made by hand rather than by opentelemetry-instrumentation-aiohttp-server:
+    that one installs itself by subclassing web.Application, which aiohttp deprecates. Without a
+    collector nothing records spans, and the request gets its trace context without an SDK span
+    (tracing.unrecorded_context): the SDK's cost, for nothing recorded, was ~8 % of a booking's
+    CPU."""
+    correlation_id = correlation.begin(request)
     route = _route_of(request)
     if route in UNTRACED_ROUTES:
-        return await handler(request)
-    if not tracing.recording():
+        response = await _answer(request, handler, route)
+    elif not tracing.recording():
         token = otel_context.attach(tracing.unrecorded_context(request.headers.get("traceparent")))
         try:
-            return await handler(request)
+            response = await _answer(request, handler, route)
         finally:
             otel_context.detach(token)
-    with _tracer.start_as_current_span(
-        f"{request.method} {route}",
-        context=propagate.extract(request.headers),
-        kind=trace.SpanKind.SERVER,
-    ) as span:
-        response = await handler(request)
-        if span.is_recording():
+    else:
+        with _tracer.start_as_current_span(
+            f"{request.method} {route}",
+            context=propagate.extract(request.headers),
+            kind=trace.SpanKind.SERVER,
+        ) as span:
+            response = await _answer(request, handler, route)
             span.set_attributes(
                 {
                     "http.request.method": request.method,
@@ -62,17 +69,14 @@ async def trace_middleware(request: web.Request, handler: Handler) -> web.Stream
                     "http.response.status_code": response.status,
                 }
             )
-        return response
+    response.headers[CORRELATION_HEADER] = correlation_id
+    return response
 
 
-@web.middleware
-async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One access line and the HTTP metrics for every request, after the error map has turned
-    any error into its answer."""
+async def _answer(request: web.Request, handler: Handler, route: str) -> web.StreamResponse:
     started = time.perf_counter()
     response = await handler(request)
     elapsed = time.perf_counter() - started
-    route = _route_of(request)
     _requests(request.method, route, response.status).inc()
     _duration(request.method, route).observe(elapsed)
     access_log.info(

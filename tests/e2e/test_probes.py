@@ -51,11 +51,15 @@ async def test_api_workers_are_processes_of_their_own_and_one_scrape_counts_them
         try:
             await wait_until_ready(f"{base}/ready", api)
             pids: set[int] = set()
-            for _ in range(200):  # new connections land on either worker (SO_REUSEPORT)
+
+            async def both_answered() -> bool:
+                # New connections land on either worker (SO_REUSEPORT) once both listen; a
+                # spawned worker takes a second or two to start.
                 pids.add(await pid_answering(f"{base}/health"))
-                if len(pids) == 2:
-                    break
-            assert len(pids) == 2 and api.process.pid not in pids
+                return len(pids) == 2
+
+            await until(both_answered, within=30, every=0.01)
+            assert api.process.pid not in pids
             booked = await book_on_new_connections(base, 30)
             scrapes = [await get(f"{base}/metrics") for _ in range(6)]
             counted = {
