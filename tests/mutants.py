@@ -38,6 +38,38 @@ class Mutant:
 
 MUTANTS = [
     Mutant(
+        "relay-publish-timeout-ignored",
+        "a hung broker (no confirms, nothing closed) is left by the relay's publish timeout",
+        "service/relay/publisher.py",
+        "timeout=self._publish_timeout",
+        "timeout=None",
+        ("tests/integration/test_relay.py::test_publish_that_hangs_times_out_and_recovers",),
+    ),
+    Mutant(
+        "purge-ignores-retention",
+        "published outbox rows are kept for OUTBOX_RETENTION",
+        "service/relay/purge.py",
+        "kept.purge(conn, kept.seconds, PURGE_BATCH)",
+        "kept.purge(conn, 0, PURGE_BATCH)",
+        ("tests/integration/test_relay.py",),
+    ),
+    Mutant(
+        "purge-stops-after-one-batch",
+        "a purge round goes on batch after batch",
+        "service/relay/purge.py",
+        "            if purged < PURGE_BATCH:\n                break",
+        "            break",
+        ("tests/integration/test_relay.py",),
+    ),
+    Mutant(
+        "provider-without-inbox",
+        "ticket_provider does not call the provider again for a message it applied",
+        "consumers/ticket_provider.py",
+        "            if await was_applied(conn, NAME, message_id):\n                return False",
+        "            if False:\n                return False",
+        ("tests/integration/test_consumers_ticket_provider.py",),
+    ),
+    Mutant(
         "cancel-keeps-the-seats",
         "a cancellation gives its tickets back to the show (the model test)",
         "service/domain.py",

@@ -109,6 +109,12 @@ class ToggleProxy:
         self._listen_again()
         self.mode = Mode.UP
 
+    def reopen(self) -> None:
+        """New connections go through again, and those black-holed stay hung, never closed: a
+        client gets out only by noticing on its own (its timeouts), not by the proxy's help."""
+        self._listen_again()
+        self.mode = Mode.UP
+
     def _drop_all(self, only_dead: bool = False) -> None:
         for link in list(self._links):
             if link.dead or not only_dead:
