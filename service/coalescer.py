@@ -95,6 +95,7 @@ class _Pending:
 class _Lane:
     waiting: deque[_Pending] = field(default_factory=deque)
     worker: asyncio.Task[None] | None = None
+    running: bool = False  # a batch of the lane is in its transaction
 
 
 class Booker(Protocol):
@@ -187,6 +188,10 @@ class BookingCoalescer:
         """Requests waiting in this show's lane, not yet in a batch (for tests and metrics)."""
         return sum(not p.answer.done() for p in self._lane_of(show_id).waiting)
 
+    def running(self, show_id: uuid.UUID) -> bool:
+        """Whether a batch of this show's lane is in its transaction (for tests)."""
+        return self._lane_of(show_id).running
+
     def _lane_of(self, show_id: uuid.UUID) -> _Lane:
         return self._lanes[show_id.int % len(self._lanes)]
 
@@ -195,8 +200,11 @@ class BookingCoalescer:
             while lane.waiting:
                 batch = self._take(lane)
                 if batch:
+                    lane.running = True
                     await self._run(batch)
+                    lane.running = False
         finally:
+            lane.running = False
             lane.worker = None
             # Only an unexpected error or cancellation ends the loop early: nobody must be left
             # waiting for a worker that is gone.

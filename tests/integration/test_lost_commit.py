@@ -24,10 +24,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.engine import make_url
 
 from service.api import create_app
+from service.api.state import BOOKER
+from service.coalescer import BookingCoalescer
 from service.settings import Settings
 from tests.support.api import booking_body, create_show
 from tests.support.invariants import assert_show_consistent
 from tests.support.proxy import Link, PostgresProxy, pg_proxy_to
+from tests.support.waiting import until
 
 Client = TestClient[web.Request, web.Application]
 
@@ -178,13 +181,13 @@ async def test_a_lost_commit_of_a_batch_of_bookings_keys_and_a_cancellation(
         # it and share the next batch.
         await db.execute("SELECT 1 FROM shows WHERE show_id = $1 FOR UPDATE", uuid.UUID(show_id))
         first = asyncio.ensure_future(book(client, show_id))
-        await asyncio.sleep(0.2)
+        await until(lambda: _in_batch(client, show_id))
         batch = asyncio.gather(
             client.post("/book-tickets", json=booking_body(show_id, 1)),
             client.post("/book-tickets", json=booking_body(show_id, 2), headers=keyed),
             client.delete(f"/bookings/{existing['booking_id']}"),
         )
-        await asyncio.sleep(0.2)
+        await until(lambda: _queued(client, show_id, 3))
         proxy.cut_after_commit(times=2, application_name="tickets")
     unkeyed, with_key, canceled = await batch
     assert ((await first)[0], proxy.seen.commits_cut) == (201, 2)
@@ -204,3 +207,17 @@ async def test_a_lost_commit_of_a_batch_of_bookings_keys_and_a_cancellation(
         **dict.fromkeys(made, "confirmed"),
     }
     assert await assert_show_consistent(db, show_id) == 4
+
+
+async def _queued(client: Client, show_id: str, count: int) -> bool:
+    """`count` requests wait in the show's lane, not yet in a batch."""
+    booker = client.app[BOOKER]
+    assert isinstance(booker, BookingCoalescer)
+    return booker.queued(uuid.UUID(show_id)) == count
+
+
+async def _in_batch(client: Client, show_id: str) -> bool:
+    """The first request left the lane's queue: its batch runs (and waits on the show's row)."""
+    booker = client.app[BOOKER]
+    assert isinstance(booker, BookingCoalescer)
+    return booker.running(uuid.UUID(show_id))
