@@ -15,25 +15,11 @@ import asyncpg
 import pytest
 import sqlalchemy.exc
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support.database import asyncpg_dsn
-from tests.support.proxy import Mode, PostgresProxy, pg_proxy_to
+from tests.support.proxy import Mode, PostgresProxy
 from tests.support.waiting import until
-
-
-@pytest.fixture
-async def proxy(database_url: str) -> AsyncIterator[PostgresProxy]:
-    url = make_url(database_url)
-    async with pg_proxy_to(url.host or "127.0.0.1", url.port or 5432) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def proxied_url(database_url: str, proxy: PostgresProxy) -> str:
-    """The run's database, reached through the proxy (SQLAlchemy URL)."""
-    return make_url(database_url).set(port=proxy.port).render_as_string(hide_password=False)
 
 
 @pytest.fixture

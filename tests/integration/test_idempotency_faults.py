@@ -18,36 +18,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy.engine import make_url
 
-from service.api import create_app
-from service.settings import Settings
 from tests.support.api import Client, booking_body, create_show
 from tests.support.invariants import assert_show_consistent
-from tests.support.proxy import PostgresProxy, pg_proxy_to
+from tests.support.proxy import PostgresProxy
 
 KEYS = 200
 BOUND = 60.0
-
-
-@pytest.fixture
-async def proxy(database_url: str) -> AsyncIterator[PostgresProxy]:
-    url = make_url(database_url)
-    async with pg_proxy_to(url.host or "127.0.0.1", url.port or 5432) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-async def proxied_client(settings: Settings, proxy: PostgresProxy) -> AsyncIterator[Client]:
-    url = make_url(settings.database_url.get_secret_value()).set(port=proxy.port)
-    behind = settings.replaced(database_url=url.render_as_string(hide_password=False))
-    async with TestClient(TestServer(create_app(behind))) as client:
-        yield client
 
 
 class Answers:
