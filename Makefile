@@ -22,7 +22,7 @@ run: migrate
 	@$(PY) python -m service api & pids=$$!; \
 	$(PY) python -m service relay & pids="$$pids $$!"; \
 	$(PY) python -m consumers run all & pids="$$pids $$!"; \
-	trap 'kill $$pids 2>/dev/null; wait' EXIT INT TERM; \
+	trap 'trap - EXIT INT TERM; kill $$pids 2>/dev/null; wait' EXIT INT TERM; \
 	wait -n
 
 api: install

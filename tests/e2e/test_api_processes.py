@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import socket
 import uuid
 from collections import Counter
@@ -121,3 +122,16 @@ async def test_api_workers_share_one_port(
         with pytest.raises(OSError):
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
+
+
+@pytest.mark.slow
+async def test_two_stop_signals_stop_the_api_once_cleanly(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Ctrl-C under `make run`: the terminal's SIGINT, then the Makefile's SIGTERM."""
+    api = await start_api(settings, tmp_path, "api-twice", free_port())
+    api.process.send_signal(signal.SIGINT)
+    api.process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):
+        assert await api.process.wait() == 0
+    assert "Traceback" not in api.output()
