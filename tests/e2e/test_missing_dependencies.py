@@ -158,6 +158,7 @@ async def test_a_classic_queue_of_an_older_version_stops_the_consumers_with_one_
             code, lines = await finished(child)
         finally:
             await channel.queue_delete(old_queue)
+            await channel.queue_delete(f"{old_queue}.dlq")  # declared before the refusal
             await channel.exchange_delete(own.events_exchange)
             await channel.queue_delete(f"{own.events_exchange}.unrouted")
             await channel.exchange_delete(f"{own.events_exchange}.unrouted")

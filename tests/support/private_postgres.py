@@ -126,7 +126,8 @@ def _watchdog(directory: Path) -> subprocess.Popen[bytes]:
          "import sys; from pathlib import Path; sys.stdin.read(); "
          "from tests.support.private_postgres import destroy; destroy(Path(sys.argv[1]))",
          str(directory)],
-        stdin=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2], start_new_session=True,
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[2], start_new_session=True,
     )  # fmt: skip
 
 

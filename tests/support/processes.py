@@ -26,6 +26,11 @@ def environment(settings: Settings, **extra: str) -> dict[str, str]:
         EVENTS_EXCHANGE=settings.events_exchange,
         RELAY_HTTP_PORT=str(settings.relay_http_port),
         CONSUMERS_HTTP_PORT=str(settings.consumers_http_port),
+        # The queues a child declares are named by these: with the test's own, the test's
+        # clean-up finds them all (a child on the defaults left retry queues behind).
+        CONSUMER_RETRY_DELAYS_MS=",".join(map(str, settings.consumer_retry_delays_ms)),
+        CONSUMER_MAX_ATTEMPTS=str(settings.consumer_max_attempts),
+        CONSUMER_DELIVERY_LIMIT=str(settings.consumer_delivery_limit),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
