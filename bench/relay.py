@@ -1,7 +1,7 @@
 """Relay benchmark: outbox → RabbitMQ throughput and commit → delivery latency, each against a
 raw aio-pika baseline measured in the same run.
 
-    python -m bench.relay [--events 20000] [--seconds 8]
+    python -m bench.relay [--events 20000] [--seconds 8]     (also part of python -m bench)
 
 Throughput: the relay drains a backlog of N outbox rows (real BookingMade bodies), against a raw
 aio-pika publisher sending N messages of the same size with the same confirms and in-flight depth.
@@ -281,13 +281,15 @@ async def relay_latency(
     return percentiles(committed, arrivals)
 
 
-def print_table(rows: list[tuple[str, str, str, str]]) -> None:
+def table_lines(rows: list[tuple[str, str, str, str]]) -> list[str]:
     header = ("measurement", "relay", "baseline (same run)", "ratio")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    lines = []
     for n, row in enumerate([header, *rows]):
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
         if n == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return lines
 
 
 def main() -> None:
@@ -295,7 +297,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000, help="backlog size (throughput)")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each latency run")
     args = parser.parse_args()
-    print_table(asyncio.run(run(args.events, args.seconds)))
+    print("\n".join(table_lines(asyncio.run(run(args.events, args.seconds)))))
 
 
 if __name__ == "__main__":
