@@ -195,22 +195,7 @@ async def run(events: int, seconds: float) -> list[tuple[str, str, str, str]]:
             settings.booking_max_wait,
             settings.booking_max_queued,
         )
-        window = 2 * settings.relay_batch_size  # the relay has up to two batches in flight
-        async with bench_queue(channel, settings.events_exchange) as arrivals:
-            raw = await raw_publish_rate(exchange, events, window)
-            await arrivals.wait_for(events)  # the consumer idle again before the relay's turn
-            await fill_backlog(sessions, shows, events)
-            relay = await relay_drain_rate(settings, events)
-            rows.append(
-                (
-                    f"throughput, backlog of {events:,}",
-                    f"{relay:,.0f} msg/s",
-                    f"raw aio-pika, confirms, {window} in flight: {raw:,.0f} msg/s",
-                    f"{relay / raw:.2f}x",
-                )
-            )
-            await arrivals.wait_for(2 * events)
-
+        rows.append(await throughput_row(settings, channel, exchange, sessions, shows, events))
         for rate in (10.0, 500.0):
             async with bench_queue(channel, settings.events_exchange) as arrivals:
                 raw_p = await raw_latency(exchange, arrivals, rate, seconds)
@@ -233,6 +218,29 @@ async def run(events: int, seconds: float) -> list[tuple[str, str, str, str]]:
         await connection.close()
         await drop_database(url)
     return rows
+
+
+async def throughput_row(
+    settings: Settings,
+    channel: AbstractChannel,
+    exchange: AbstractExchange,
+    sessions: Sessions,
+    shows: list[uuid.UUID],
+    events: int,
+) -> tuple[str, str, str, str]:
+    window = 2 * settings.relay_batch_size  # the relay has up to two batches in flight
+    async with bench_queue(channel, settings.events_exchange) as arrivals:
+        raw = await raw_publish_rate(exchange, events, window)
+        await arrivals.wait_for(events)  # the consumer idle again before the relay's turn
+        await fill_backlog(sessions, shows, events)
+        relay = await relay_drain_rate(settings, events)
+        await arrivals.wait_for(2 * events)
+    return (
+        f"throughput, backlog of {events:,}",
+        f"{relay:,.0f} msg/s",
+        f"raw aio-pika, confirms, {window} in flight: {raw:,.0f} msg/s",
+        f"{relay / raw:.2f}x",
+    )
 
 
 async def raw_latency(
