@@ -34,6 +34,7 @@ import importlib
 import os
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,7 @@ from bench.targets import Row
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("api", "pipeline", "drain", "relay")
+DRAIN = "consumer drain (bench/consumer_drain.py)"
 DRAIN_MISSING = "consumer drain: not run (bench/consumer_drain.py missing)"
 
 
@@ -67,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     runs, piped, spans = measure_service(plan)
     rows = targets.api_rows(runs, plan.options.variants[0].name) if "api" in plan.parts else []
     rows += targets.pipeline_rows(piped) if "pipeline" in plan.parts else []
-    rows += asyncio.run(consumer_drain(plan.quick)) if "drain" in plan.parts else []
+    drained, drain_problems = (
+        asyncio.run(consumer_drain(plan.quick)) if "drain" in plan.parts else ([], [])
+    )
+    rows += drained
     relay_table = measure_relay(plan)
     rows += targets.relay_rows(relay_table)
     header = describe(machine, plan, time.monotonic() - started, spans)
@@ -76,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench.md").write_text(report)
     problems = [p for run in runs for p in run.problems] + (piped.problems if piped else [])
+    problems += drain_problems
     for problem in problems:
         print(f"BENCH PROBLEM: {problem}", file=sys.stderr)
     return 1 if problems else 0
@@ -179,26 +185,41 @@ def tracing(export: bool) -> Iterator[tuple[dict[str, str], Any]]:
         yield {"OTEL_EXPORTER_OTLP_ENDPOINT": server.endpoint}, received
 
 
-async def consumer_drain(quick: bool) -> list[Row]:
-    """bench/consumer_drain.py's rows, if that module exists (written on another branch)."""
+async def consumer_drain(quick: bool) -> tuple[list[Row], list[str]]:
+    """bench/consumer_drain.py's rows (written on another branch), if that module exists; and
+    its problems: a module that fails to import or to run is a failed row and exit status 1,
+    while the rest of the bench still reports."""
     try:
         module = importlib.import_module("bench.consumer_drain")
+        return [as_row(row) for row in await module.run(quick)], []
     except ModuleNotFoundError as missing:
-        if missing.name != "bench.consumer_drain":
-            raise
-        print(DRAIN_MISSING, file=sys.stderr)
-        return [Row("consumer drain", "not run (bench/consumer_drain.py missing)", "", None)]
-    return [as_row(row) for row in await module.run(quick)]
+        if missing.name == "bench.consumer_drain":
+            print(DRAIN_MISSING, file=sys.stderr)
+            return [Row(DRAIN, "not run (bench/consumer_drain.py missing)", "", None)], []
+        error: Exception = missing
+    except Exception as failed:
+        error = failed
+    traceback.print_exception(error)
+    problem = f"{DRAIN} failed: {type(error).__name__}: {error}"
+    return [Row(DRAIN, f"failed: {type(error).__name__}", "runs", False)], [problem]
 
 
 def as_row(row: object) -> Row:
-    """A row of another module's making, as this table's (same fields, or a 4-tuple)."""
+    """A row of another module's making, as this table's: a Row, a 4-tuple, an object or a
+    dict with Row's fields (a dict may give rate, unit and ratio instead of measured)."""
     if isinstance(row, Row):
         return row
     if isinstance(row, tuple) and len(row) == 4:
         return Row(*row)
     fields = ("measurement", "measured", "target", "met")
-    return Row(*(getattr(row, field) for field in fields))
+    if not isinstance(row, dict):
+        return Row(*(getattr(row, field) for field in fields))
+    measured = row.get("measured") or f"{row.get('rate', 0):,.0f} {row.get('unit', '')}".strip()
+    if "ratio" in row:
+        measured += f", {row['ratio']:.2f}x"
+    target = row.get("target", "reported")
+    target = f"≥ {target}x" if isinstance(target, int | float) else str(target)
+    return Row(str(row.get("measurement", DRAIN)), measured, target, row.get("met"))
 
 
 def measure_relay(plan: Plan) -> list[tuple[str, str, str, str]]:

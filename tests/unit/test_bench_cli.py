@@ -55,8 +55,8 @@ async def test_the_consumer_drain_hook_says_when_its_module_is_missing(
         raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
     monkeypatch.setattr(importlib, "import_module", missing)
-    rows = await cli.consumer_drain(quick=True)
-    assert [row.met for row in rows] == [None]
+    rows, problems = await cli.consumer_drain(quick=True)
+    assert ([row.met for row in rows], problems) == ([None], [])
     assert cli.DRAIN_MISSING in capsys.readouterr().err
 
 
@@ -72,8 +72,26 @@ async def test_the_consumer_drain_hook_calls_run_with_quick(
     module = types.ModuleType("bench.consumer_drain")
     module.run = run  # type: ignore[attr-defined]
     monkeypatch.setattr(importlib, "import_module", lambda name: module)
-    assert await cli.consumer_drain(quick=True) == [Row("drain", "2.1x", "≥ 2.0x", True)]
+    assert await cli.consumer_drain(quick=True) == ([Row("drain", "2.1x", "≥ 2.0x", True)], [])
     assert calls == [True]
+
+
+async def test_a_consumer_drain_that_fails_is_a_failed_row_and_a_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(name: str) -> types.ModuleType:
+        raise ModuleNotFoundError("No module named 'bench.booking'", name="bench.booking")
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    rows, problems = await cli.consumer_drain(quick=True)
+    assert [row.met for row in rows] == [False]
+    assert len(problems) == 1 and "bench.booking" in problems[0]
+
+
+def test_rows_of_other_shapes_become_rows() -> None:
+    given = {"measurement": "drain", "rate": 1234.5, "unit": "msg/s", "ratio": 2.5, "target": 2.0}
+    assert cli.as_row(given | {"met": True}) == Row("drain", "1,234 msg/s, 2.50x", "≥ 2.0x", True)
+    assert cli.as_row(("a", "b", "c", None)) == Row("a", "b", "c", None)
 
 
 def test_the_targets_table_marks_each_row() -> None:
