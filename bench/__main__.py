@@ -2,7 +2,7 @@
 pgbench (or raw aio-pika) baseline measured in the same run, and one table of measured vs target.
 
     apt-get install -y wrk                          # the load generator (Debian package)
-    uv run --frozen python -m bench                 # everything, ~6 min
+    uv run --frozen python -m bench                 # everything, ~5 min
     uv run --frozen python -m bench --quick         # 3 s runs: a smoke test, ~2 min
     uv run --frozen python -m bench --only api --scenarios hot-100 --rounds 3 --paired \\
         --variant unchanged='python -m service api' --variant lever='python /tmp/lever_api.py'
