@@ -49,9 +49,9 @@ unit: install
 mutants: install
 	$(PY) python -m tests.mutants
 
+# Every benchmark of docs/PERFORMANCE.md in one run (needs wrk: apt-get install -y wrk).
 bench: install
-	$(PY) python -m bench.booking
-	$(PY) python -m bench.relay
+	$(PY) python -m bench
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -7,7 +7,7 @@ py-spy is not a project dependency: give its command with --py-spy (default: `py
 else `uvx py-spy`; `pip install py-spy` into any throwaway venv will do). It needs ptrace
 rights on the API process (root, or CAP_SYS_PTRACE).
 
-A fresh database (`python -m service migrate`) and API process (as bench.wrk_booking starts
+A fresh database (`python -m service migrate`) and API process (as bench/service.py starts
 it), one hot show, a 2 s wrk warm-up; then wrk loads the API while `py-spy record --format raw
 --nonblocking` samples it (200 Hz, idle samples left out, so shares are of the API's busy time).
 Non-blocking, because py-spy's default (stop the process for every sample) inflates whatever
@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from bench import wrk_booking
+from bench import invariants, scenarios, service
 from bench.wrk import WrkResult, run_wrk
 from tests.support.database import new_database_url
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--raw", type=Path, help="keep py-spy's collapsed stacks here")
     args = parser.parse_args(argv)
-    command = wrk_booking.parse_variant(f"api={args.command}").command
+    command = scenarios.parse_variant(f"api={args.command}").command
     with tempfile.TemporaryDirectory() as scratch:
         raw = args.raw or Path(scratch) / "profile.txt"
         load = profile_api(command, shlex.split(args.py_spy), raw, args.connections, args.seconds)
@@ -185,10 +185,10 @@ def profile_api(
     command: list[str], py_spy: list[str], raw: Path, connections: int, seconds: int
 ) -> WrkResult:
     database_url = new_database_url("bench_profile")
-    wrk_booking.migrate(database_url)
+    service.migrate(database_url)
     try:
-        with wrk_booking.api_process(command, database_url) as api:
-            shows = wrk_booking.create_shows(api.base_url, 1)
+        with service.api(command, service.environment(database_url)) as api:
+            shows = service.create_shows(api.base_url, 1)
             run_wrk(api.base_url, shows, connections=connections, seconds=2)
             loads: list[WrkResult] = []
             # wrk runs a second longer on each side than py-spy samples.
@@ -209,7 +209,7 @@ def profile_api(
                 raise SystemExit(f"py-spy failed ({spy.returncode}); it needs ptrace rights")
             return loads[0]
     finally:
-        wrk_booking.drop_database(database_url)
+        invariants.drop_database(database_url)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Relay benchmark: outbox → RabbitMQ throughput and commit → delivery latency, each against a
 raw aio-pika baseline measured in the same run.
 
-    python -m bench.relay [--events 20000] [--seconds 8]
+    python -m bench.relay [--events 20000] [--seconds 8]     (also part of python -m bench)
 
 Throughput: the relay drains a backlog of N outbox rows (real BookingMade bodies), against a raw
 aio-pika publisher sending N messages of the same size with the same confirms and in-flight depth.
@@ -195,22 +195,7 @@ async def run(events: int, seconds: float) -> list[tuple[str, str, str, str]]:
             settings.booking_max_wait,
             settings.booking_max_queued,
         )
-        window = 2 * settings.relay_batch_size  # the relay has up to two batches in flight
-        async with bench_queue(channel, settings.events_exchange) as arrivals:
-            raw = await raw_publish_rate(exchange, events, window)
-            await arrivals.wait_for(events)  # the consumer idle again before the relay's turn
-            await fill_backlog(sessions, shows, events)
-            relay = await relay_drain_rate(settings, events)
-            rows.append(
-                (
-                    f"throughput, backlog of {events:,}",
-                    f"{relay:,.0f} msg/s",
-                    f"raw aio-pika, confirms, {window} in flight: {raw:,.0f} msg/s",
-                    f"{relay / raw:.2f}x",
-                )
-            )
-            await arrivals.wait_for(2 * events)
-
+        rows.append(await throughput_row(settings, channel, exchange, sessions, shows, events))
         for rate in (10.0, 500.0):
             async with bench_queue(channel, settings.events_exchange) as arrivals:
                 raw_p = await raw_latency(exchange, arrivals, rate, seconds)
@@ -233,6 +218,29 @@ async def run(events: int, seconds: float) -> list[tuple[str, str, str, str]]:
         await connection.close()
         await drop_database(url)
     return rows
+
+
+async def throughput_row(
+    settings: Settings,
+    channel: AbstractChannel,
+    exchange: AbstractExchange,
+    sessions: Sessions,
+    shows: list[uuid.UUID],
+    events: int,
+) -> tuple[str, str, str, str]:
+    window = 2 * settings.relay_batch_size  # the relay has up to two batches in flight
+    async with bench_queue(channel, settings.events_exchange) as arrivals:
+        raw = await raw_publish_rate(exchange, events, window)
+        await arrivals.wait_for(events)  # the consumer idle again before the relay's turn
+        await fill_backlog(sessions, shows, events)
+        relay = await relay_drain_rate(settings, events)
+        await arrivals.wait_for(2 * events)
+    return (
+        f"throughput, backlog of {events:,}",
+        f"{relay:,.0f} msg/s",
+        f"raw aio-pika, confirms, {window} in flight: {raw:,.0f} msg/s",
+        f"{relay / raw:.2f}x",
+    )
 
 
 async def raw_latency(
@@ -281,13 +289,15 @@ async def relay_latency(
     return percentiles(committed, arrivals)
 
 
-def print_table(rows: list[tuple[str, str, str, str]]) -> None:
+def table_lines(rows: list[tuple[str, str, str, str]]) -> list[str]:
     header = ("measurement", "relay", "baseline (same run)", "ratio")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    lines = []
     for n, row in enumerate([header, *rows]):
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
         if n == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return lines
 
 
 def main() -> None:
@@ -295,7 +305,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000, help="backlog size (throughput)")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each latency run")
     args = parser.parse_args()
-    print_table(asyncio.run(run(args.events, args.seconds)))
+    print("\n".join(table_lines(asyncio.run(run(args.events, args.seconds)))))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,261 @@
+"""`make bench`: every measurement issue 15's targets name, in one run, each against its
+pgbench (or raw aio-pika) baseline measured in the same run, and one table of measured vs target.
+
+    apt-get install -y wrk                          # the load generator (Debian package)
+    uv run --frozen python -m bench                 # everything, ~5 min
+    uv run --frozen python -m bench --quick         # 3 s runs: a smoke test, ~2 min
+    uv run --frozen python -m bench --only api --scenarios hot-100 --rounds 3 --paired \\
+        --variant unchanged='python -m service api' --variant lever='python /tmp/lever_api.py'
+
+Parts (--only, comma-separated; default all, in this order):
+  api       the API alone under wrk (bench/scenarios.py): hot-20, hot-100, spread-100, hot-1000
+  pipeline  API, relay and consumers as `make run` starts them, hot show, 100 connections
+            (bench/pipeline.py)
+  drain     bench/consumer_drain.py's run(quick), when that module exists
+  relay     bench/relay.py: outbox → RabbitMQ throughput and latency against raw aio-pika
+
+Every service process is started as deployed (`python -m service api`, ...): metrics on (every
+process serves /metrics, and updates its counters per request), tracing configured as the
+environment says. Without --export-traces, OTEL_EXPORTER_OTLP_ENDPOINT is unset as in
+compose.yaml: trace context is made and propagated (ids per request, traceparent stored on every
+outbox row and sent with every event) but no span is recorded or exported. With it, a local
+OTLP sink (bench/otlp_sink.py) receives every span, asyncpg statement spans included.
+
+After every run the tables are checked (bench/invariants.py); a broken invariant or an
+unexpected answer makes the exit status 1. The table goes to stdout and bench/results/bench.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import importlib
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench import pgbench, pipeline, relay, scenarios, targets
+from bench.otlp_sink import sink
+from bench.targets import Row
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PARTS = ("api", "pipeline", "drain", "relay")
+DRAIN = "consumer drain (bench/consumer_drain.py)"
+DRAIN_MISSING = "consumer drain: not run (bench/consumer_drain.py missing)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    options: scenarios.Options
+    parts: list[str]
+    quick: bool
+    export_traces: bool
+    consumer_wait: float
+    relay_events: int
+    relay_seconds: float
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan = parse(argv)
+    pgbench.check_tools(plan.options.scripts)
+    started = time.monotonic()
+    machine = pgbench.describe_machine()
+    runs, piped, spans = measure_service(plan)
+    rows = targets.api_rows(runs, plan.options.variants[0].name) if "api" in plan.parts else []
+    rows += targets.pipeline_rows(piped) if "pipeline" in plan.parts else []
+    drained, drain_problems = (
+        asyncio.run(consumer_drain(plan.quick)) if "drain" in plan.parts else ([], [])
+    )
+    rows += drained
+    relay_table = measure_relay(plan)
+    rows += targets.relay_rows(relay_table)
+    header = describe(machine, plan, time.monotonic() - started, spans)
+    report = render(header, rows, runs, plan, relay_table)
+    print(report)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench.md").write_text(report)
+    problems = [p for run in runs for p in run.problems] + (piped.problems if piped else [])
+    problems += drain_problems
+    for problem in problems:
+        print(f"BENCH PROBLEM: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def parse(argv: list[str] | None) -> Plan:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="3 s runs: a smoke test")
+    parser.add_argument(
+        "--only", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}"
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="wrk warm-up seconds (>= 1)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every API scenario")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(scenarios.DEFAULT_SCENARIOS),
+        help=f"API scenarios, comma-separated, of {', '.join(scenarios.SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="a way to start the API (repeatable; default: service='python -m service api')",
+    )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="run the first variant again before every other one (and once more at the end)",
+    )
+    parser.add_argument("--export-traces", action="store_true", help="spans to a local OTLP sink")
+    parser.add_argument(
+        "--consumer-wait", type=float, default=None, help="s to wait for show_sales"
+    )
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--scripts", type=Path, default=pgbench.SCRIPTS, help="pgbench scripts")
+    return plan_of(parser, parser.parse_args(argv))
+
+
+def plan_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Plan:
+    names = [name for name in args.scenarios.split(",") if name]
+    parts = [part for part in args.only.split(",") if part]
+    unknown = [n for n in names if n not in scenarios.SCENARIOS] + [
+        p for p in parts if p not in PARTS
+    ]
+    if unknown:
+        parser.error(f"unknown scenarios or parts {unknown}")
+    options = scenarios.Options(
+        duration=3.0 if args.quick else args.duration,
+        warmup=1.0 if args.quick else max(1.0, args.warmup),
+        rounds=max(1, args.rounds),
+        scenarios=[scenarios.SCENARIOS[name] for name in names],
+        variants=[scenarios.parse_variant(s) for s in args.variant]
+        or [scenarios.default_variant()],
+        scripts=args.scripts,
+        wrk_threads=args.wrk_threads,
+        paired=args.paired,
+        env={},
+    )
+    wait = args.consumer_wait if args.consumer_wait is not None else (30.0 if args.quick else 180.0)
+    return Plan(
+        options=options,
+        parts=parts,
+        quick=args.quick,
+        export_traces=args.export_traces,
+        consumer_wait=wait,
+        relay_events=3_000 if args.quick else 20_000,
+        relay_seconds=2.0 if args.quick else 8.0,
+    )
+
+
+def measure_service(
+    plan: Plan,
+) -> tuple[list[scenarios.ServiceRun], pipeline.PipelineRun | None, str]:
+    """The API scenarios and the pipeline, with tracing as planned; and what the sink got."""
+    with tracing(plan.export_traces) as (env, received):
+        options = dataclasses.replace(plan.options, env=env)
+        runs = scenarios.run_all(options) if "api" in plan.parts and options.scenarios else []
+        piped = pipeline.run(options, plan.consumer_wait) if "pipeline" in plan.parts else None
+        return runs, piped, received()
+
+
+@contextmanager
+def tracing(export: bool) -> Iterator[tuple[dict[str, str], Any]]:
+    """The tracing environment of the service processes, and a function telling what the sink
+    received (or that tracing was not exported)."""
+    if not export:
+        yield {"OTEL_EXPORTER_OTLP_ENDPOINT": ""}, lambda: "tracing on, not exported (no endpoint)"
+        return
+    with sink() as server:
+
+        def received() -> str:
+            batches, size = server.requests, server.received_bytes
+            return f"spans exported to a local OTLP sink ({batches:,} batches, {size:,} bytes)"
+
+        yield {"OTEL_EXPORTER_OTLP_ENDPOINT": server.endpoint}, received
+
+
+async def consumer_drain(quick: bool) -> tuple[list[Row], list[str]]:
+    """bench/consumer_drain.py's rows (written on another branch), if that module exists; and
+    its problems: a module that fails to import or to run is a failed row and exit status 1,
+    while the rest of the bench still reports."""
+    try:
+        module = importlib.import_module("bench.consumer_drain")
+        return [as_row(row) for row in await module.run(quick)], []
+    except ModuleNotFoundError as missing:
+        if missing.name == "bench.consumer_drain":
+            print(DRAIN_MISSING, file=sys.stderr)
+            return [Row(DRAIN, "not run (bench/consumer_drain.py missing)", "", None)], []
+        error: Exception = missing
+    except Exception as failed:
+        error = failed
+    traceback.print_exception(error)
+    problem = f"{DRAIN} failed: {type(error).__name__}: {error}"
+    return [Row(DRAIN, f"failed: {type(error).__name__}", "runs", False)], [problem]
+
+
+def as_row(row: object) -> Row:
+    """A row of another module's making, as this table's: a Row, a 4-tuple, an object or a
+    dict with Row's fields (a dict may give rate, unit and ratio instead of measured)."""
+    if isinstance(row, Row):
+        return row
+    if isinstance(row, tuple) and len(row) == 4:
+        return Row(*row)
+    fields = ("measurement", "measured", "target", "met")
+    if not isinstance(row, dict):
+        return Row(*(getattr(row, field) for field in fields))
+    measured = row.get("measured") or f"{row.get('rate', 0):,.0f} {row.get('unit', '')}".strip()
+    if "ratio" in row:
+        measured += f", {row['ratio']:.2f}x"
+    target = row.get("target", "reported")
+    target = f"≥ {target}x" if isinstance(target, int | float) else str(target)
+    return Row(str(row.get("measurement", DRAIN)), measured, target, row.get("met"))
+
+
+def measure_relay(plan: Plan) -> list[tuple[str, str, str, str]]:
+    if "relay" not in plan.parts:
+        return []
+    print("  relay: throughput and latency against raw aio-pika ...", file=sys.stderr, flush=True)
+    return asyncio.run(relay.run(plan.relay_events, plan.relay_seconds))
+
+
+def describe(machine: dict[str, Any], plan: Plan, elapsed: float, tracing: str) -> str:
+    before = " ".join(f"{n:.2f}" for n in machine["load_before"])
+    after = " ".join(f"{n:.2f}" for n in os.getloadavg())
+    options = plan.options
+    return (
+        f"Machine: {machine['cpus']} CPUs ({machine['cpu']}), {machine['memory_gib']} GiB, "
+        f"PostgreSQL {machine['postgres']}, Python {machine['python']}; load average "
+        f"(1/5/15 min) before {before}, after {after}; wrk {options.wrk_threads} threads, "
+        f"{options.warmup:.0f} s warm-up, {options.duration:.0f} s runs; API, relay and "
+        f"consumers as deployed, metrics on, {tracing}; took {elapsed:.0f} s."
+    )
+
+
+def render(
+    header: str,
+    rows: list[Row],
+    runs: list[scenarios.ServiceRun],
+    plan: Plan,
+    relay_table: list[tuple[str, str, str, str]],
+) -> str:
+    lines = [header, "", *targets.render(rows)]
+    if runs:
+        lines += ["", "API runs:", "", *scenarios.render(runs, plan.options)]
+    if relay_table:
+        lines += ["", "Relay:", "", *relay.table_lines(relay_table)]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

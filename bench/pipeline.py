@@ -1,0 +1,212 @@
+"""The whole pipeline as `make run` starts it, under wrk: `python -m service api`, `python -m
+service relay` and `python -m consumers run all` as separate processes, in a database and an
+events exchange of the bench's own (EVENTS_EXCHANGE=bench_events_<id>, so the consumers' queues
+are bench_events_<id>.<consumer>; all deleted at the end). TICKET_PROVIDER_URL is unset, so
+`consumers run all` runs show_sales alone, as `make run` does without a provider.
+
+A queue of the bench's own, bound to the exchange for BookingMade, counts the events that reach
+RabbitMQ. One pgbench hot-show baseline right before; then wrk books a hot show from 100
+connections (warm-up, then the measured run). After wrk ends:
+- delivered: seconds until that queue has received one BookingMade per booking in the table;
+- caught up: seconds until show_sales has applied them all (sum of show_sales.bookings equals
+  the bookings; waited for at most `consumer_wait` seconds);
+- consumer lag: per event, show_sales' inbox row (processed_at: its transaction's start) less the
+  outbox row's created_at (the booking's time), p50/p99/max over the events applied: from the
+  booking written to the read model updated, as the same clock measures both.
+Then the invariants (bench/invariants.py) and an outbox with nothing left unpublished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import AbstractIncomingMessage
+
+from bench import invariants, pgbench, scenarios, service
+from bench.wrk import WrkResult
+from consumers.bootstrap import NAMES, topology
+from service.broker import declare_events_exchange
+from service.settings import Settings
+from tests.support.broker import delete_run_objects
+from tests.support.database import asyncpg_dsn, new_database_url
+
+CONNECTIONS = 100
+LAG = """
+SELECT count(*) AS applied,
+       percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY lag) AS cuts,
+       max(lag) AS worst
+FROM (SELECT extract(epoch FROM i.processed_at - o.created_at) AS lag
+      FROM inbox i JOIN outbox o ON o.event_id = i.message_id
+      WHERE i.consumer = 'show_sales' AND o.routing_key = 'BookingMade') AS lags
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineRun:
+    baseline: pgbench.Baseline
+    load: WrkResult
+    bookings: int
+    delivered_after: float | None  # s after wrk ended; None: not within the wait
+    caught_up_after: float | None  # the same for show_sales
+    applied: int  # BookingMade applied by show_sales when the lag was read
+    lag_ms: tuple[float, float, float]  # p50, p99, max
+    api_peak_rss_mb: float
+    problems: list[str]
+
+    @property
+    def ratio(self) -> float:
+        return self.load.rate / self.baseline.rate
+
+
+@dataclasses.dataclass
+class Counted:
+    """BookingMade events that reached the bench's queue."""
+
+    count: int = 0
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        self.count += 1
+
+    async def reached(self, booked: int) -> bool:
+        return self.count >= booked
+
+
+def run(options: scenarios.Options, consumer_wait: float) -> PipelineRun:
+    database_url = new_database_url("bench_pipeline")
+    exchange = f"bench_events_{uuid.uuid4().hex[:8]}"
+    baseline_db = f"bench_baseline_{uuid.uuid4().hex[:8]}"
+    service.migrate(database_url)
+    pgbench.create_database(baseline_db)
+    try:
+        baseline = pgbench.run(options.scripts, baseline_db, pgbench.HOT, options.duration)
+        env = service.environment(database_url, EVENTS_EXCHANGE=exchange, **options.env)
+        return asyncio.run(measure(options, env, baseline, consumer_wait))
+    finally:
+        pgbench.drop_database(baseline_db)
+        asyncio.run(delete_objects(exchange))
+        invariants.drop_database(database_url)
+
+
+async def measure(
+    options: scenarios.Options,
+    env: dict[str, str],
+    baseline: pgbench.Baseline,
+    consumer_wait: float,
+) -> PipelineRun:
+    print("  pipeline: api, relay, consumers, hot show, 100 connections ...", file=sys.stderr)
+    settings = Settings.from_env(env)
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    async with connection:
+        counted = await bench_queue(connection, env["EVENTS_EXCHANGE"])
+        # Blocking start-up (readiness polls) is fine: nothing is published before the load.
+        with processes(options.variants[0].command, env) as api:
+            return await load_and_wait(options, api, env, baseline, counted, consumer_wait)
+
+
+async def bench_queue(connection: aio_pika.abc.AbstractConnection, exchange: str) -> Counted:
+    """An exclusive queue bound for BookingMade, counting what arrives (no acks: no_ack)."""
+    channel = await connection.channel()
+    events = await declare_events_exchange(channel, exchange)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(events, "BookingMade")
+    counted = Counted()
+    await queue.consume(counted.on_message, no_ack=True)
+    return counted
+
+
+@contextmanager
+def processes(api_command: list[str], env: dict[str, str]) -> Iterator[service.Child]:
+    """The relay, the consumers and the API, each ready; stopped (SIGTERM) at the end."""
+    with ExitStack() as stack:
+        stack.enter_context(service.child(service.RELAY, env, "RELAY_HTTP_PORT"))
+        stack.enter_context(service.child(service.CONSUMERS, env, "CONSUMERS_HTTP_PORT"))
+        yield stack.enter_context(service.api(api_command, env))
+
+
+async def load_and_wait(
+    options: scenarios.Options,
+    api: service.Child,
+    env: dict[str, str],
+    baseline: pgbench.Baseline,
+    counted: Counted,
+    consumer_wait: float,
+) -> PipelineRun:
+    shows = await asyncio.to_thread(service.create_shows, api.base_url, 1)
+    got = await asyncio.to_thread(scenarios.measure, options, api, shows, CONNECTIONS)
+    ended = time.monotonic()
+    conn = await asyncpg.connect(asyncpg_dsn(env["DATABASE_URL"]))
+    try:
+        delivered = await wait_for(conn, ended, counted.reached, 60.0)
+        caught_up = await wait_for(conn, ended, show_sales_caught_up(conn), consumer_wait)
+        lag = await conn.fetchrow(LAG)
+        bookings = int(await conn.fetchval("SELECT count(*) FROM bookings"))
+        unpublished = int(
+            await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        )
+    finally:
+        await conn.close()
+    created = got.warmup.count(201) + got.load.count(201)
+    problems = await asyncio.to_thread(
+        invariants.check,
+        env["DATABASE_URL"],
+        NOTHING,
+        invariants.Counters(bookings, 0, 0),
+        created,
+        2 * CONNECTIONS,
+    )
+    problems += [f"{unpublished} outbox rows unpublished"] if unpublished else []
+    problems += scenarios.answers_problems(got.warmup, "warm-up")
+    problems += scenarios.answers_problems(got.load, "measured")
+    assert lag is not None
+    cuts = lag["cuts"] or [float("nan")] * 2
+    return PipelineRun(
+        baseline=baseline,
+        load=got.load,
+        bookings=bookings,
+        delivered_after=delivered,
+        caught_up_after=caught_up,
+        applied=int(lag["applied"]),
+        lag_ms=(cuts[0] * 1000, cuts[1] * 1000, float(lag["worst"] or "nan") * 1000),
+        api_peak_rss_mb=got.peak_rss_mb,
+        problems=problems,
+    )
+
+
+NOTHING = invariants.Counters(0, 0, 0)
+
+
+async def wait_for(
+    conn: asyncpg.Connection, since: float, done: Callable[[int], Awaitable[bool]], within: float
+) -> float | None:
+    """Seconds from `since` until done(bookings in the table) holds (polled every 20 ms), or None
+    if it does not within `within` seconds of `since`."""
+    while True:
+        booked = int(await conn.fetchval("SELECT count(*) FROM bookings"))
+        if await done(booked):
+            return time.monotonic() - since
+        if time.monotonic() - since > within:
+            return None
+        await asyncio.sleep(0.02)
+
+
+def show_sales_caught_up(conn: asyncpg.Connection) -> Callable[[int], Awaitable[bool]]:
+    async def done(booked: int) -> bool:
+        applied = await conn.fetchval("SELECT coalesce(sum(bookings), 0) FROM show_sales")
+        return int(applied) >= booked
+
+    return done
+
+
+async def delete_objects(exchange: str) -> None:
+    """The exchange, its unrouted queue, and every consumer's queues (main, retries, dlq)."""
+    settings = Settings.from_env().replaced(events_exchange=exchange)
+    queues = [q for name in NAMES for q in topology(settings, name).queue_names()]
+    await delete_run_objects(settings.amqp_url.get_secret_value(), exchange, queues)

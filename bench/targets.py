@@ -1,0 +1,140 @@
+"""The issue's targets, measured: one row per target, `met` yes/no (None: reported, no target).
+
+`Row` is also what an added measurement returns (bench/consumer_drain.py's
+`async def run(quick: bool) -> list[Row]`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Callable
+
+from bench.pipeline import PipelineRun
+from bench.scenarios import ServiceRun
+
+HOT_RATIO = "x pgbench one per tx (hot, 20 clients)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    measurement: str
+    measured: str
+    target: str
+    met: bool | None  # None: reported only
+
+
+def render(rows: list[Row]) -> list[str]:
+    lines = ["| measurement | measured | target | met |", "|---|--:|--:|:-:|"]
+    for row in rows:
+        met = "-" if row.met is None else ("yes" if row.met else "**no**")
+        lines.append(f"| {row.measurement} | {row.measured} | {row.target} | {met} |")
+    return lines
+
+
+def median_of(runs: list[ServiceRun], figure: Callable[[ServiceRun], float]) -> float:
+    return statistics.median(figure(run) for run in runs)
+
+
+def api_rows(runs: list[ServiceRun], reference: str) -> list[Row]:
+    """Targets 1-3 and 6, over the reference variant's runs (the median, with rounds)."""
+
+    def of(name: str) -> list[ServiceRun]:
+        return [run for run in runs if run.scenario.name == name and run.variant == reference]
+
+    rows = rate_and_p99(of("hot-20"), "hot show, 20 clients", 2.5, 50, HOT_RATIO)
+    rows += rate_and_p99(of("hot-100"), "hot show, 100 clients", 4.5, 50, HOT_RATIO)
+    spread = "x pgbench spread (1,000 shows, 20 clients)"
+    rows += rate_and_p99(of("spread-100"), "1,000 shows, 100 clients", 1.0, 100, spread)
+    return rows + thousand_rows(of("hot-1000"))
+
+
+def rate_and_p99(
+    runs: list[ServiceRun], what: str, ratio: float, p99_ms: float, versus: str
+) -> list[Row]:
+    if not runs:
+        return [Row(what, "not run", f"≥ {ratio}{versus}", None)]
+    got = median_of(runs, lambda run: run.ratio)
+    rate = median_of(runs, lambda run: run.load.rate)
+    base = median_of(runs, lambda run: run.baseline.rate)
+    p99 = median_of(runs, lambda run: run.load.p99_ms)
+    return [
+        Row(
+            f"{what}: rate",
+            f"{got:.2f}x ({rate:,.0f} req/s / {base:,.0f} tx/s)",
+            f"≥ {ratio}{versus}",
+            got >= ratio,
+        ),
+        Row(f"{what}: p99", f"{p99:.1f} ms", f"≤ {p99_ms:.0f} ms", p99 <= p99_ms),
+    ]
+
+
+def thousand_rows(runs: list[ServiceRun]) -> list[Row]:
+    what = "1,000 connections, hot show"
+    if not runs:
+        return [Row(what, "not run", "only 201/503, RSS ≤ 200 MB", None)]
+    statuses = "; ".join(run.load.describe_statuses() for run in runs)
+    only = all(set(run.load.statuses) <= {201, 503} and not run.load.failures for run in runs)
+    rss = max(run.peak_rss_mb for run in runs)
+    return [
+        Row(f"{what}: answers", statuses, "only 201 and 503", only),
+        Row(f"{what}: API RSS (VmHWM)", f"{rss:.0f} MB", "≤ 200 MB", rss <= 200),
+    ]
+
+
+def pipeline_rows(run: PipelineRun | None) -> list[Row]:
+    what = "pipeline (api + relay + consumers), hot show, 100 clients"
+    if run is None:
+        return [Row(what, "not run", "", None)]
+    delivered = run.delivered_after
+    caught_up = run.caught_up_after
+    p50, p99, worst = run.lag_ms
+    return [
+        Row(
+            f"{what}: rate",
+            f"{run.ratio:.2f}x ({run.load.rate:,.0f} req/s / {run.baseline.rate:,.0f} tx/s)",
+            f"≥ 2.5{HOT_RATIO}",
+            run.ratio >= 2.5,
+        ),
+        Row(
+            f"{what}: every BookingMade on RabbitMQ ({run.bookings:,} bookings)",
+            "not within 60 s" if delivered is None else f"{delivered:.2f} s after the load",
+            "≤ 2 s after the load's end",
+            delivered is not None and delivered <= 2.0,
+        ),
+        Row(
+            f"{what}: show_sales lag, booking written → applied (p50 / p99 / max)",
+            f"{p50:,.0f} / {p99:,.0f} / {worst:,.0f} ms over {run.applied:,} events",
+            "reported",
+            None,
+        ),
+        Row(
+            f"{what}: show_sales caught up",
+            "not within the wait" if caught_up is None else f"{caught_up:.1f} s after the load",
+            "reported",
+            None,
+        ),
+    ]
+
+
+def relay_rows(table: list[tuple[str, str, str, str]]) -> list[Row]:
+    """Issue 4's targets, read from bench/relay.py's table: throughput ≥ 0.8x raw aio-pika;
+    commit → confirmed p99 ≤ 50 ms at 500 bookings/s (measured as commit → delivered)."""
+    rows = []
+    for measurement, relay, _baseline, ratio in table:
+        if measurement.startswith("throughput"):
+            got = float(ratio.rstrip("x"))
+            rows.append(
+                Row(f"relay {measurement}", f"{relay}, {ratio} raw", "≥ 0.8x raw", got >= 0.8)
+            )
+        elif "500 bookings/s" in measurement:
+            p99 = float(relay.split(":")[1].split("/")[1])
+            rows.append(
+                Row(
+                    f"relay {measurement}",
+                    relay,
+                    "p99 ≤ 50 ms (issue 4)",
+                    not math.isnan(p99) and p99 <= 50,
+                )
+            )
+    return rows

@@ -1,0 +1,99 @@
+"""`python -m bench` parses its options and imports every part (API scenarios, pipeline,
+relay, targets); nothing here runs a load or asserts a figure: performance is for `make bench`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+import pytest
+
+import bench.__main__ as cli
+from bench.targets import Row, render
+
+
+def test_the_defaults_run_every_part_and_scenario() -> None:
+    plan = cli.parse([])
+    assert plan.parts == list(cli.PARTS)
+    assert [s.name for s in plan.options.scenarios] == [
+        "hot-20",
+        "hot-100",
+        "spread-100",
+        "hot-1000",
+    ]
+    assert (plan.options.duration, plan.quick, plan.export_traces) == (10.0, False, False)
+    assert [v.name for v in plan.options.variants] == ["service"]
+
+
+def test_quick_is_3_s_runs_and_a_short_relay_bench() -> None:
+    plan = cli.parse(["--quick"])
+    assert plan.options.duration == 3.0
+    assert plan.relay_events < 20_000
+    assert plan.consumer_wait < cli.parse([]).consumer_wait
+
+
+def test_variants_rounds_and_parts() -> None:
+    variants = ["--variant", "a=python -m service api", "--variant", "b=./launch x"]
+    plan = cli.parse(["--only", "api", "--scenarios", "hot-100", "--rounds", "3", *variants])
+    assert plan.parts == ["api"]
+    assert plan.options.rounds == 3
+    assert plan.options.variants[0].command[0] == sys.executable  # "python": this interpreter
+    assert plan.options.variants[1].command == ["./launch", "x"]
+
+
+@pytest.mark.parametrize("argv", [["--scenarios", "hot-7"], ["--only", "api,nothing"]])
+def test_unknown_names_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.parse(argv)
+
+
+async def test_the_consumer_drain_hook_says_when_its_module_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def missing(name: str) -> types.ModuleType:
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    rows, problems = await cli.consumer_drain(quick=True)
+    assert ([row.met for row in rows], problems) == ([None], [])
+    assert cli.DRAIN_MISSING in capsys.readouterr().err
+
+
+async def test_the_consumer_drain_hook_calls_run_with_quick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[bool] = []
+
+    async def run(quick: bool) -> list[Row]:
+        calls.append(quick)
+        return [Row("drain", "2.1x", "≥ 2.0x", True)]
+
+    module = types.ModuleType("bench.consumer_drain")
+    module.run = run  # type: ignore[attr-defined]
+    monkeypatch.setattr(importlib, "import_module", lambda name: module)
+    assert await cli.consumer_drain(quick=True) == ([Row("drain", "2.1x", "≥ 2.0x", True)], [])
+    assert calls == [True]
+
+
+async def test_a_consumer_drain_that_fails_is_a_failed_row_and_a_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(name: str) -> types.ModuleType:
+        raise ModuleNotFoundError("No module named 'bench.booking'", name="bench.booking")
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    rows, problems = await cli.consumer_drain(quick=True)
+    assert [row.met for row in rows] == [False]
+    assert len(problems) == 1 and "bench.booking" in problems[0]
+
+
+def test_rows_of_other_shapes_become_rows() -> None:
+    given = {"measurement": "drain", "rate": 1234.5, "unit": "msg/s", "ratio": 2.5, "target": 2.0}
+    assert cli.as_row(given | {"met": True}) == Row("drain", "1,234 msg/s, 2.50x", "≥ 2.0x", True)
+    assert cli.as_row(("a", "b", "c", None)) == Row("a", "b", "c", None)
+
+
+def test_the_targets_table_marks_each_row() -> None:
+    lines = render([Row("a", "1", "≥ 2", False), Row("b", "3", "reported", None)])
+    assert lines[2:] == ["| a | 1 | ≥ 2 | **no** |", "| b | 3 | reported | - |"]
