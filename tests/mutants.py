@@ -324,7 +324,7 @@ MUTANTS = [
         "outage-charges-a-delivery",
         "an outage spends no attempt (nor a delivery of the delivery limit)",
         "consumers/delivery.py",
-        "        except Unavailable:\n            await self._put_back()\n            raise",
+        "        except Unavailable:\n            await self.put_back()\n            raise",
         "        except Unavailable:\n            raise",
         ("tests/integration/test_consumers_show_sales.py",),
     ),

@@ -4,7 +4,7 @@ delivery fails unexpectedly: dead-lettered at once, not left unacked holding its
 
 The consumer is `python -m consumers run show_sales` with a crash wired in for one booking
 (tests/support/crashing_consumer.py), restarted each time it dies, as a supervisor would.
-It holds up to 32 messages at once: without the isolation of redelivered messages
+It holds up to 128 messages at once: without the isolation of redelivered messages
 (consumers/isolation.py), the poison's neighbours would be charged every crash too.
 """
 
@@ -20,6 +20,7 @@ import pytest
 
 from consumers import dlq, show_sales
 from consumers.delivery import Delivery
+from service.domain import BookingEvent
 from service.settings import Settings
 from tests.support.consumers import consumer_queues, depths, fast, own_database, running
 from tests.support.database import asyncpg_dsn
@@ -89,12 +90,13 @@ async def supervise(
 
 async def applied_or_died(child: Child, db: asyncpg.Connection, done_at: int) -> bool:
     """True once `done_at` events are applied, or nothing more is applied for QUIET seconds,
-    with the process still running; False if it died."""
+    with the process still running and consuming; False if it died. (The quiet time counts
+    from its "consuming" line: a start slowed by a busy machine is not a quiet consumer.)"""
     loop = asyncio.get_running_loop()
     seen, changed = -1, loop.time()
     while child.process.returncode is None:
         count = await db.fetchval("SELECT count(*) FROM inbox")
-        if count != seen:
+        if count != seen or "show_sales: consuming" not in child.output():
             seen, changed = count, loop.time()
         if count >= done_at or loop.time() - changed > QUIET:
             return True
@@ -113,19 +115,23 @@ async def test_a_delivery_that_fails_unexpectedly_is_dead_lettered_not_left_hold
         settings,
         events_exchange=f"{settings.events_exchange}.unexpected",
         consumer_prefetch=1,
+        consumer_batch_max=1,
     )
     show_id = uuid.uuid4()
     events = [booking_made(show_id) for _ in range(20)]
     broken = events[3]
-    process = Delivery.process
+    acked = Delivery.acked
 
-    async def failing(delivery: Delivery) -> None:
-        # A bug in handling a message, outside the consumer's effect (which would be retried).
-        if delivery._message.message_id == str(broken.event_id):
+    async def failing(
+        delivery: Delivery, applied: bool, message_id: uuid.UUID, event: BookingEvent
+    ) -> None:
+        # A bug in handling a message, outside the consumer's effect (which would be retried),
+        # on the way every message takes, alone or in a batch.
+        if message_id == broken.event_id:
             raise RuntimeError("a bug in the delivery itself")
-        await process(delivery)
+        await acked(delivery, applied, message_id, event)
 
-    monkeypatch.setattr(Delivery, "process", failing)
+    monkeypatch.setattr(Delivery, "acked", failing)
     async with consumer_queues(own, show_sales.NAME) as (queues,):
         await publish(own, map(message_for, events))
         with caplog.at_level(logging.ERROR, logger="consumers.runner"):
