@@ -22,8 +22,8 @@ handle = show_sales.ShowSales.handle
 handle_batch = show_sales.ShowSales.handle_batch
 
 
-def crash() -> None:
-    print(f"crashing on booking {CRASH_ON}", flush=True)
+def crash(batch: int = 1) -> None:
+    print(f"crashing on booking {CRASH_ON} in a batch of {batch}", flush=True)
     os._exit(70)
 
 
@@ -41,7 +41,7 @@ async def crashing_handle_batch(
     if any(event.booking_id == CRASH_ON for _, event in messages):
         async with transaction(self._engine) as conn:
             await claim_many(conn, show_sales.NAME, [message_id for message_id, _ in messages])
-            crash()
+            crash(len(messages))
     return await handle_batch(self, messages)
 
 
