@@ -59,10 +59,17 @@ class Batches:
         Delivery.process would have raised for it."""
         waiting = _Waiting(delivery, asyncio.get_running_loop().create_future())
         self._pending.append(waiting)
-        while not waiting.done.done():
-            async with self._turn:
-                if not waiting.done.done():
-                    await self._run(self._take())
+        try:
+            while not waiting.done.done():
+                async with self._turn:
+                    if not waiting.done.done():
+                        await self._run(self._take())
+        except asyncio.CancelledError:
+            # Given up (a stop past its drain time): not to be applied later by another batch,
+            # perhaps of another session, whose channel could not ack it.
+            if waiting in self._pending:
+                self._pending.remove(waiting)
+            raise
         waiting.done.result()
 
     def _take(self) -> list[_Waiting]:

@@ -348,9 +348,10 @@ MUTANTS = [
     Mutant(
         "outage-charges-a-delivery",
         "an outage spends no attempt (nor a delivery of the delivery limit)",
-        "consumers/delivery.py",
-        "        except Unavailable:\n            await self.put_back()\n            raise",
-        "        except Unavailable:\n            raise",
+        "consumers/batch.py",
+        "            await _put_back([waiting for waiting, _ in readable], error)",
+        "            for waiting, _ in readable:\n"
+        "                waiting.done.set_exception(error)",
         ("tests/integration/test_consumers_show_sales.py",),
     ),
     Mutant(
