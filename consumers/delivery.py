@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
 
 import aio_pika
@@ -40,6 +41,7 @@ from consumers.retries import (
 from consumers.topology import Topology
 from service.common import timeouts
 from service.common.outages import RABBITMQ, guarded
+from service.domain import BookingEvent
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,20 @@ class Delivery:
         self._attempts = attempts_of(self._headers)  # failed attempts before this one
         self._name = route.consumer.name
 
+    @property
+    def alone(self) -> bool:
+        """Handled on its own, never in a batch: delivered before (it may be what crashed a
+        process) or failed before (it may be what fails a batch)."""
+        return self._message.redelivered is True or self._attempts > 0
+
+    def parsed(self) -> tuple[uuid.UUID, BookingEvent] | None:
+        """The deduplication key and the event; None for a poison message (process() it)."""
+        message = self._message
+        try:
+            return parse_event(message.body, message.message_id, message.type)
+        except PoisonMessage:
+            return None
+
     async def process(self) -> None:
         """Raises Unavailable when our own PostgreSQL or RabbitMQ is away: the message is then
         kept for when the dependency is back (put back, or left unacked if RabbitMQ is away)."""
@@ -85,7 +101,7 @@ class Delivery:
         try:
             applied = await self._route.consumer.handle(message_id, event)
         except Unavailable:
-            await self._put_back()
+            await self.put_back()
             raise
         except asyncio.CancelledError:
             raise
@@ -96,6 +112,10 @@ class Delivery:
         except Exception as error:
             await self._after_failure(_describe(error))
             return
+        await self.acked(applied, message_id, event)
+
+    async def acked(self, applied: bool, message_id: uuid.UUID, event: BookingEvent) -> None:
+        """The effect is committed (or was, by an earlier copy): ack, and count it."""
         await guarded(RABBITMQ, self._message.ack())
         self._route.stats.count_applied(applied, event.published_at)
         log.debug(
@@ -132,7 +152,7 @@ class Delivery:
         await self._move(copy, self._route.topology.retry(step.delay_ms))
         self._route.stats.count_retried()
 
-    async def _put_back(self) -> None:
+    async def put_back(self) -> None:
         """Our dependency is away, not the message's fault: it goes back to the end of the main
         queue as it came, attempts and all. Left unacked instead, it would come back when the
         channel closes, but charged a delivery of the queue's delivery limit, which is there

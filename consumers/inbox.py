@@ -8,10 +8,10 @@ effect is skipped: at-least-once delivery, exactly once in effect.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 
-from sqlalchemy import Column, DateTime, MetaData, Table, Text, Uuid, func, select
+from sqlalchemy import ARRAY, Column, DateTime, MetaData, Table, Text, Uuid, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -49,6 +49,27 @@ async def claim(conn: AsyncConnection, consumer: str, message_id: uuid.UUID) -> 
         .returning(inbox.c.message_id)
     )
     return claimed.first() is not None
+
+
+async def claim_many(
+    conn: AsyncConnection, consumer: str, message_ids: Collection[uuid.UUID]
+) -> set[uuid.UUID]:
+    """`claim` for a batch in one statement: the ids recorded now (the others already were).
+
+    In sorted order, so two batches claiming some of the same ids (copies of one message
+    in flight twice) take their row locks in the same order and wait, rather than deadlock.
+    """
+    ids = sorted(set(message_ids))
+    claimed = await conn.execute(
+        insert(inbox)
+        .from_select(
+            ["consumer", "message_id"],
+            select(literal(consumer, Text), func.unnest(literal(ids, ARRAY(Uuid)))),
+        )
+        .on_conflict_do_nothing()
+        .returning(inbox.c.message_id)
+    )
+    return set(claimed.scalars())
 
 
 async def was_applied(conn: AsyncConnection, consumer: str, message_id: uuid.UUID) -> bool:

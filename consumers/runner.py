@@ -23,7 +23,8 @@ from typing import TypeVar
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from consumers.consumer import Consumer, ConsumerStats
+from consumers.batch import Batches
+from consumers.consumer import BatchConsumer, Consumer, ConsumerStats
 from consumers.delivery import Delivery, Route
 from consumers.failures import Unavailable
 from consumers.isolation import CarefulSubscription
@@ -67,6 +68,7 @@ class ConsumerRunner:
         self._dead_letters = metrics.CONSUMER_DLQ.labels(consumer.name)
         policy = RetryPolicy(settings.consumer_max_attempts, settings.consumer_retry_delays_ms)
         self._route = Route(consumer, self.topology, policy, self.stats)
+        self._batches = batches_of(consumer, settings.consumer_batch_max, self.stats)
         self._stopping = asyncio.Event()
         self._outages = OutageLog(
             log, consumer.name, "consuming", dependencies_of(settings).explain
@@ -169,7 +171,10 @@ class ConsumerRunner:
         context.correlation_id.set(message.correlation_id or context.NO_CORRELATION_ID)
         try:
             await subscription.delivered(message.headers)
-            await delivery.process()
+            if self._batches is None or delivery.alone:
+                await delivery.process()
+            else:
+                await self._batches.submit(delivery)
         except Unavailable as error:
             # Kept (put back, or unacked when RabbitMQ is away) for when the dependency is back.
             lost.set(error)
@@ -205,6 +210,11 @@ class QueueConflict(Fatal):
             " with other arguments (an older classic queue, another CONSUMER_DELIVERY_LIMIT);"
             " see README, 'Moving an existing deployment to quorum queues'"
         )
+
+
+def batches_of(consumer: Consumer, batch_max: int, stats: ConsumerStats) -> Batches | None:
+    """Batches for a consumer that applies them; None: each message alone."""
+    return Batches(consumer, batch_max, stats) if isinstance(consumer, BatchConsumer) else None
 
 
 async def broker_call(step: Awaitable[T]) -> T:

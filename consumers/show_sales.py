@@ -2,22 +2,27 @@
 
 Each BookingMade adds its tickets (and one booking), each BookingCanceled takes them away again,
 in the same transaction that claims its message_id in the inbox, so a redelivered event changes
-nothing. Additions commute: events may arrive in any order, from concurrent deliveries, and the
-totals come out the same (a cancellation applied before its booking leaves a show below zero
-for a moment; migration 0004 allows that). `reconcile` checks the read model against the
-confirmed bookings, which it must equal once every event has been consumed.
+nothing. A batch of messages is one transaction: one inbox statement claims them all, and each
+show's row is updated once, by the net change of the messages claimed (a hot show's deliveries
+would otherwise queue one by one on its row lock). Additions commute: events may arrive in any
+order, from concurrent deliveries, and the totals come out the same (a cancellation applied
+before its booking leaves a show below zero for a moment; migration 0004 allows that).
+`reconcile` checks the read model against the confirmed bookings, which it must equal once
+every event has been consumed.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Column, DateTime, Integer, MetaData, Table, Uuid, func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumers.inbox import claim, transaction
+from consumers.consumer import Claimable
+from consumers.inbox import claim_many, transaction
 from service.db.tables import bookings
 from service.domain import CONFIRMED, BookingCanceled, BookingEvent
 
@@ -46,24 +51,46 @@ class ShowSales:
             await conn.execute(select(1))
 
     async def handle(self, message_id: uuid.UUID, event: BookingEvent) -> bool:
-        sign = -1 if isinstance(event, BookingCanceled) else 1
+        return bool(await self.handle_batch([(message_id, event)]))
+
+    async def handle_batch(self, messages: Sequence[Claimable]) -> set[uuid.UUID]:
+        """One transaction: claim the batch, then add each show's net change in one update."""
         async with transaction(self._engine) as conn:
-            if not await claim(conn, NAME, message_id):
-                return False
-            added = insert(show_sales).values(
-                show_id=event.show_id, tickets_sold=sign * event.number_of_tickets, bookings=sign
-            )
-            await conn.execute(
-                added.on_conflict_do_update(
-                    index_elements=[show_sales.c.show_id],
-                    set_={
-                        "tickets_sold": show_sales.c.tickets_sold + added.excluded.tickets_sold,
-                        "bookings": show_sales.c.bookings + added.excluded.bookings,
-                        "updated_at": func.now(),
-                    },
-                )
-            )
-            return True
+            claimed = await claim_many(conn, NAME, [message_id for message_id, _ in messages])
+            for show_id, change in net_changes(messages, claimed).items():
+                await conn.execute(_added(show_id, change))
+            return claimed
+
+
+def net_changes(messages: Sequence[Claimable], claimed: set[uuid.UUID]) -> dict[uuid.UUID, Sales]:
+    """Each show's change by the claimed messages (a claimed id counted once), in show order:
+    concurrent batches then lock the rows they share in the same order, and never deadlock."""
+    changes: dict[uuid.UUID, Sales] = {}
+    counted: set[uuid.UUID] = set()
+    for message_id, event in messages:
+        if message_id not in claimed or message_id in counted:
+            continue
+        counted.add(message_id)
+        sign = -1 if isinstance(event, BookingCanceled) else 1
+        was = changes.get(event.show_id, NONE)
+        changes[event.show_id] = Sales(
+            was.tickets + sign * event.number_of_tickets, was.bookings + sign
+        )
+    return dict(sorted(changes.items()))
+
+
+def _added(show_id: uuid.UUID, change: Sales) -> Insert:
+    added = insert(show_sales).values(
+        show_id=show_id, tickets_sold=change.tickets, bookings=change.bookings
+    )
+    return added.on_conflict_do_update(
+        index_elements=[show_sales.c.show_id],
+        set_={
+            "tickets_sold": show_sales.c.tickets_sold + added.excluded.tickets_sold,
+            "bookings": show_sales.c.bookings + added.excluded.bookings,
+            "updated_at": func.now(),
+        },
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,7 +213,16 @@ class _Consumers(BaseSettings):
         (1_000, 5_000, 30_000, 120_000), "growing delays between attempts (the last repeats)"
     )
     consumer_prefetch: int = setting(
-        32, "unacknowledged messages a consumer holds at once", ge=1, le=65_535
+        128,
+        "unacknowledged messages a consumer holds at once (at least CONSUMER_BATCH_MAX)",
+        ge=1,
+        le=65_535,
+    )
+    consumer_batch_max: int = setting(
+        100,
+        "most messages show_sales applies in one transaction (it takes what has arrived)",
+        ge=1,
+        le=10_000,
     )
     consumer_max_backoff: Seconds = setting(
         10.0, "cap, in seconds, of a consumer's reconnect backoff", ge=0.1, le=600
@@ -237,6 +246,13 @@ class Settings(_Consumers, _Relay, _Api, _Common):
         if self.api_workers > 1 and self.http_port == 0:
             # Port 0 would give every worker a port of its own, none of them known.
             raise ValueError("API_WORKERS > 1 needs a fixed HTTP_PORT, not 0")
+        return self
+
+    @model_validator(mode="after")
+    def _prefetch_holds_a_batch(self) -> Settings:
+        if self.consumer_prefetch < self.consumer_batch_max:
+            # A batch is made of the messages held at once: fewer could never fill one.
+            raise ValueError("CONSUMER_PREFETCH must be at least CONSUMER_BATCH_MAX")
         return self
 
     @classmethod

@@ -121,11 +121,36 @@ MUTANTS = [
     ),
     Mutant(
         "show-sales-without-inbox",
-        "show_sales applies a redelivered event once (inbox)",
+        "show_sales applies a redelivered event once (inbox), alone or in a batch",
         "consumers/show_sales.py",
-        "            if not await claim(conn, NAME, message_id):\n                return False",
-        "            await claim(conn, NAME, message_id)",
-        ("tests/integration/test_consumers_show_sales.py",),
+        "        if message_id not in claimed or message_id in counted:",
+        "        if message_id in counted:",
+        (
+            "tests/integration/test_consumers_show_sales.py",
+            "tests/integration/test_consumers_batches.py",
+        ),
+    ),
+    Mutant(
+        "batch-acked-before-commit",
+        "a batch's messages are acked only after its commit: a crash before it loses none",
+        "consumers/batch.py",
+        "        try:\n            applied = await self._consumer.handle_batch(",
+        "        for waiting, (message_id, event) in readable:\n"
+        "            await waiting.delivery.acked(True, message_id, event)\n"
+        "        try:\n            applied = await self._consumer.handle_batch(",
+        (
+            "tests/integration/test_consumers_batches.py"
+            "::test_a_consumer_killed_inside_a_batch_transaction_loses_and_doubles_nothing",
+        ),
+    ),
+    Mutant(
+        "failed-batch-fails-every-message",
+        "a message that fails its batch is retried alone; the others are applied",
+        "consumers/batch.py",
+        "            for waiting, _ in readable:\n                await _alone(waiting)",
+        "            for waiting, _ in readable:\n"
+        "                waiting.done.set_exception(error)",
+        ("tests/integration/test_consumers_batches.py",),
     ),
     Mutant(
         "api-workers-ignored",
@@ -323,9 +348,10 @@ MUTANTS = [
     Mutant(
         "outage-charges-a-delivery",
         "an outage spends no attempt (nor a delivery of the delivery limit)",
-        "consumers/delivery.py",
-        "        except Unavailable:\n            await self._put_back()\n            raise",
-        "        except Unavailable:\n            raise",
+        "consumers/batch.py",
+        "            await _put_back([waiting for waiting, _ in readable], error)",
+        "            for waiting, _ in readable:\n"
+        "                waiting.done.set_exception(error)",
         ("tests/integration/test_consumers_show_sales.py",),
     ),
     Mutant(

@@ -81,6 +81,12 @@ CONSUMER_LAG = Histogram(
     ["consumer"],
     buckets=LAG_BUCKETS,
 )
+CONSUMER_BATCH_SIZE = Histogram(
+    "tickets_consumer_batch_size",
+    "Messages one consumer transaction took (consumers that apply batches: show_sales)",
+    ["consumer"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
 CONSUMER_DLQ = Gauge(
     "tickets_consumer_dlq_messages", "Messages in the consumer's dead-letter queue", ["consumer"]
 )

@@ -25,7 +25,7 @@ from consumers.retries import (
     redrive_headers,
     retry_headers,
 )
-from consumers.show_sales import Difference, Sales, differences
+from consumers.show_sales import Difference, Sales, differences, net_changes
 from consumers.ticket_provider import BookingRow, booking_request, delete_key, worth_retrying
 from consumers.topology import Topology
 from service.domain import (
@@ -218,3 +218,18 @@ def test_the_two_deletes_of_a_booking_have_keys_of_their_own() -> None:
     keys = {delete_key(canceled), delete_key(EVENT), EVENT.booking_id}
     assert len(keys) == 3
     assert delete_key(EVENT) == delete_key(EVENT)  # the same on every attempt
+
+
+def test_a_batch_adds_the_net_change_of_its_claimed_messages_per_show_in_show_order() -> None:
+    def made(show: uuid.UUID, tickets: int) -> tuple[uuid.UUID, BookingMade]:
+        event = BookingMade(uuid.uuid4(), datetime.now(UTC), uuid.uuid4(), show, tickets, "a@b.c")
+        return event.event_id, event
+
+    low, high = sorted([uuid.uuid4(), uuid.uuid4()])
+    first, second, other, skipped = made(high, 3), made(high, 2), made(low, 4), made(low, 5)
+    undo = BookingCanceled(uuid.uuid4(), datetime.now(UTC), second[1].booking_id, high, 2, "a@b.c")
+    batch = [first, second, first, (undo.event_id, undo), other, skipped]
+    claimed = {first[0], second[0], undo.event_id, other[0]}  # `skipped` was applied before
+    changes = net_changes(batch, claimed)
+    assert changes == {low: Sales(4, 1), high: Sales(3, 1)}  # `first` twice counts once
+    assert list(changes) == [low, high]  # rows locked in one order by every batch

@@ -99,6 +99,14 @@ def test_several_workers_need_a_fixed_port() -> None:
         Settings.from_env({"API_WORKERS": "2", "HTTP_PORT": "0"})
 
 
+def test_a_consumer_prefetch_holds_a_whole_batch() -> None:
+    settings = Settings.from_env({"CONSUMER_BATCH_MAX": "50", "CONSUMER_PREFETCH": "50"})
+    assert (settings.consumer_batch_max, settings.consumer_prefetch) == (50, 50)
+    assert Settings.from_env({}).consumer_prefetch >= Settings.from_env({}).consumer_batch_max
+    with pytest.raises(SettingsError, match="CONSUMER_PREFETCH must be at least CONSUMER_BATCH"):
+        Settings.from_env({"CONSUMER_BATCH_MAX": "51", "CONSUMER_PREFETCH": "50"})
+
+
 def test_the_issue_11_bounds_and_their_defaults() -> None:
     settings = Settings.from_env({})
     assert (settings.http_body_timeout, settings.http_idle_timeout) == (10.0, 15.0)
