@@ -11,7 +11,7 @@ Parts (--only, comma-separated; default all, in this order):
   api       the API alone under wrk (bench/scenarios.py): hot-20, hot-100, spread-100, hot-1000
   pipeline  API, relay and consumers as `make run` starts them, hot show, 100 connections
             (bench/pipeline.py)
-  drain     bench/consumer_drain.py's run(quick), when that module exists
+  drain     bench/consumer_drain.py: show_sales drains a hot show's backlog, against pgbench
   relay     bench/relay.py: outbox → RabbitMQ throughput and latency against raw aio-pika
 
 Every service process is started as deployed (`python -m service api`, ...): metrics on (every
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import importlib
 import os
 import sys
 import time
@@ -40,6 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench import consumer_drain as drain
 from bench import pgbench, pipeline, relay, scenarios, targets
 from bench.otlp_sink import sink
 from bench.targets import Row
@@ -47,7 +47,6 @@ from bench.targets import Row
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("api", "pipeline", "drain", "relay")
 DRAIN = "consumer drain (bench/consumer_drain.py)"
-DRAIN_MISSING = "consumer drain: not run (bench/consumer_drain.py missing)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,40 +185,15 @@ def tracing(export: bool) -> Iterator[tuple[dict[str, str], Any]]:
 
 
 async def consumer_drain(quick: bool) -> tuple[list[Row], list[str]]:
-    """bench/consumer_drain.py's rows (written on another branch), if that module exists; and
-    its problems: a module that fails to import or to run is a failed row and exit status 1,
-    while the rest of the bench still reports."""
+    """bench/consumer_drain.py's rows, and its problems: a drain that fails is a failed row and
+    exit status 1, while the rest of the bench still reports."""
+    print("  drain: show_sales against pgbench ...", file=sys.stderr, flush=True)
     try:
-        module = importlib.import_module("bench.consumer_drain")
-        return [as_row(row) for row in await module.run(quick)], []
-    except ModuleNotFoundError as missing:
-        if missing.name == "bench.consumer_drain":
-            print(DRAIN_MISSING, file=sys.stderr)
-            return [Row(DRAIN, "not run (bench/consumer_drain.py missing)", "", None)], []
-        error: Exception = missing
-    except Exception as failed:
-        error = failed
-    traceback.print_exception(error)
-    problem = f"{DRAIN} failed: {type(error).__name__}: {error}"
-    return [Row(DRAIN, f"failed: {type(error).__name__}", "runs", False)], [problem]
-
-
-def as_row(row: object) -> Row:
-    """A row of another module's making, as this table's: a Row, a 4-tuple, an object or a
-    dict with Row's fields (a dict may give rate, unit and ratio instead of measured)."""
-    if isinstance(row, Row):
-        return row
-    if isinstance(row, tuple) and len(row) == 4:
-        return Row(*row)
-    fields = ("measurement", "measured", "target", "met")
-    if not isinstance(row, dict):
-        return Row(*(getattr(row, field) for field in fields))
-    measured = row.get("measured") or f"{row.get('rate', 0):,.0f} {row.get('unit', '')}".strip()
-    if "ratio" in row:
-        measured += f", {row['ratio']:.2f}x"
-    target = row.get("target", "reported")
-    target = f"≥ {target}x" if isinstance(target, int | float) else str(target)
-    return Row(str(row.get("measurement", DRAIN)), measured, target, row.get("met"))
+        return await drain.run(quick), []
+    except Exception as error:
+        traceback.print_exception(error)
+        problem = f"{DRAIN} failed: {type(error).__name__}: {error}"
+        return [Row(DRAIN, f"failed: {type(error).__name__}", "runs", False)], [problem]
 
 
 def measure_relay(plan: Plan) -> list[tuple[str, str, str, str]]:

@@ -2,7 +2,9 @@
 hot show's backlog, against pgbench's one-booking-per-transaction rate on a hot show, measured in
 the same run.
 
-    uv run --frozen python -m bench.consumer_drain [--events 20000] [--seconds 8]
+    uv run --frozen python -m bench.consumer_drain [--events 20000] [--seconds 8] [--quick]
+
+`make bench` (python -m bench) runs it as its "drain" part, through `run(quick)`.
 
 The backlog is made the way a sale makes it while show_sales is paused: its queues are declared
 (so events collect), N bookings of one show go through the service's booking transaction (so
@@ -19,14 +21,14 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.booking import HOT_BASELINE, SCRIPTS, Options, pg_environment, pgbench
+from bench import pgbench
+from bench.targets import Row, render
 from consumers import show_sales
 from consumers.bootstrap import topology
 from consumers.topology import declare
@@ -43,31 +45,44 @@ BACKLOG_BATCH = 500  # bookings per transaction while the backlog is filled
 TARGET = 2.0  # issue 15: the backlog drains at >= 2x pgbench one per transaction
 
 
+QUICK_EVENTS, QUICK_SECONDS = 5_000, 3.0
+
+
 async def run(
-    events: int = 20_000, seconds: float = 8.0, scripts: Path = SCRIPTS
-) -> list[dict[str, Any]]:
-    """The table's rows: the pgbench baseline, then the drain (rate, ratio, target)."""
+    quick: bool = False,
+    events: int = 20_000,
+    seconds: float = 8.0,
+    scripts: Path = pgbench.SCRIPTS,
+) -> list[Row]:
+    """The pgbench baseline, then the drain against it (rate, ratio, target); `quick`: a
+    backlog of 5,000 and a 3 s baseline."""
+    if quick:
+        events, seconds = QUICK_EVENTS, QUICK_SECONDS
     baseline = await asyncio.to_thread(hot_baseline, seconds, scripts)
-    drain = await drain_rate(events)
-    ratio = drain["rate"] / baseline
+    rate = await drain_rate(events)
+    ratio = rate / baseline
     return [
-        {"measurement": HOT_BASELINE + ", 20 clients", "rate": baseline, "unit": "tx/s"},
-        drain | {"ratio": ratio, "target": TARGET, "met": ratio >= TARGET},
+        Row(pgbench.NAMES[pgbench.HOT], f"{baseline:,.0f} tx/s", "reported", None),
+        Row(
+            f"show_sales drains a hot show's backlog of {events:,}",
+            f"{rate:,.0f} msg/s, {ratio:.2f}x",
+            f"≥ {TARGET}x",
+            ratio >= TARGET,
+        ),
     ]
 
 
 def hot_baseline(seconds: float, scripts: Path) -> float:
     name = f"bench_baseline_{uuid.uuid4().hex[:8]}"
-    env = pg_environment()
+    env = pgbench.pg_environment()
     subprocess.run(["createdb", name], env=env, check=True)
     try:
-        options = Options(duration=seconds, warmup=0, scripts=scripts)
-        return pgbench(options, env, name, "one_per_tx_hot.sql", HOT_BASELINE).rate
+        return pgbench.run(scripts, name, pgbench.HOT, seconds).rate
     finally:
         subprocess.run(["dropdb", "--force", name], env=env, check=True)
 
 
-async def drain_rate(events: int) -> dict[str, Any]:
+async def drain_rate(events: int) -> float:
     url = new_database_url("bench_drain")
     await asyncio.to_thread(migrate, url)
     settings = Settings.from_env().replaced(
@@ -87,12 +102,7 @@ async def drain_rate(events: int) -> dict[str, Any]:
         await engine.dispose()
         await delete_broker_objects(settings)
         await drop_database(url)
-    return {
-        "measurement": f"show_sales drains a hot show's backlog of {events:,}",
-        "rate": events / seconds,
-        "unit": "msg/s",
-        "seconds": seconds,
-    }
+    return events / seconds
 
 
 async def declare_queues(settings: Settings) -> None:
@@ -168,29 +178,16 @@ async def delete_broker_objects(settings: Settings) -> None:
             await channel.exchange_delete(name)
 
 
-def render(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["| measurement | rate | ratio to pgbench | target |", "|---|---|---|---|"]
-    for row in rows:
-        ratio = f"{row['ratio']:.2f}x" if "ratio" in row else "1.00x (baseline)"
-        target = (
-            f"≥ {row['target']:.1f}x: {'met' if row['met'] else 'NOT met'}"
-            if "target" in row
-            else ""
-        )
-        lines.append(
-            f"| {row['measurement']} | {row['rate']:,.0f} {row['unit']} | {ratio} | {target} |"
-        )
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.consumer_drain")
     parser.add_argument("--events", type=int, default=20_000, help="backlog size")
     parser.add_argument("--seconds", type=float, default=8.0, help="pgbench baseline length")
-    parser.add_argument("--scripts", type=Path, default=SCRIPTS, help="pgbench scripts")
+    parser.add_argument("--scripts", type=Path, default=pgbench.SCRIPTS, help="pgbench scripts")
+    parser.add_argument("--quick", action="store_true", help="a backlog of 5,000, 3 s baseline")
     args = parser.parse_args(argv)
-    print(render(asyncio.run(run(args.events, args.seconds, args.scripts))))
-    return 0
+    rows = asyncio.run(run(args.quick, args.events, args.seconds, args.scripts))
+    print("\n".join(render(rows)))
+    return 0 if all(row.met is not False for row in rows) else 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """The issue's targets, measured: one row per target, `met` yes/no (None: reported, no target).
 
-`Row` is also what an added measurement returns (bench/consumer_drain.py's
-`async def run(quick: bool) -> list[Row]`)."""
+`Row` is also what bench/consumer_drain.py's `run(quick)` returns."""
 
 from __future__ import annotations
 
