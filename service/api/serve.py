@@ -15,7 +15,7 @@ from aiohttp.web_runner import GracefulExit
 
 from service.api.app import create_app
 from service.common.logs import configure_logging
-from service.common.loop import new_event_loop
+from service.common.loop import new_event_loop, tune_gc
 from service.common.tracing import configure_tracing
 from service.settings import Settings
 
@@ -25,6 +25,7 @@ log = logging.getLogger("service")
 def serve(settings: Settings, reuse_port: bool) -> None:
     configure_logging(settings.log_level, settings.log_format)
     configure_tracing("tickets-api", settings.otel_exporter_otlp_endpoint)
+    tune_gc()
     loop = new_event_loop()
     stop_once_on_signals(loop)
     web.run_app(

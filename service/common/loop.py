@@ -5,6 +5,7 @@ they start (tests/e2e) on this one."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -20,3 +21,18 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
+
+
+# The cyclic garbage collector's first generation is collected after this many allocations
+# (CPython's default: 700). A request allocates a few hundred objects, nearly all freed by
+# reference counting, so the default runs a collection every few requests, and each one walks
+# every young object; the older generations follow from it. Measured on the API under wrk
+# (docs/PERFORMANCE.md): 8-12 % less CPU per request, +5-10 % requests per second, p99 halved
+# (141 -> 65 ms on a hot show at 100 connections). The garbage that only the collector frees
+# (reference cycles) waits a little longer: the API's peak RSS stays at ~95 MB.
+GC_THRESHOLDS = (100_000, 50, 1_000)
+
+
+def tune_gc() -> None:
+    """Collect cyclic garbage less often in a process that serves many short requests."""
+    gc.set_threshold(*GC_THRESHOLDS)
