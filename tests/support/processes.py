@@ -74,7 +74,7 @@ async def start(name: str, args: list[str], env: dict[str, str], log_dir: Path) 
     return Child(name, process, log)
 
 
-async def wait_until_ready(url: str, child: Child, within: float = 20.0) -> None:
+async def wait_until_ready(url: str, child: Child, within: float = 60.0) -> None:
     """Poll `url` until it answers 200; fail early with the child's log if it died."""
     async with asyncio.timeout(within), aiohttp.ClientSession() as session:
         while True:
