@@ -112,9 +112,7 @@ async def test_quorum_ttl_delay_queue_dead_letters_into_the_main_queue(
     connection: AbstractRobustConnection, names: list[str]
 ) -> None:
     main, dlq, delay = names
-    channel = await connection.channel(publisher_confirms=True)
-    await channel.declare_queue(dlq, durable=True, arguments={"x-queue-type": "quorum"})
-    await channel.declare_queue(main, durable=True, arguments=at_least_once_to(dlq))
+    channel = await main_and_dead_letters(connection, main, dlq)
     # Message TTL on a quorum queue: supported since RabbitMQ 3.10, at-least-once included.
     await channel.declare_queue(
         delay, durable=True, arguments=at_least_once_to(main, **{"x-message-ttl": 200})
@@ -130,9 +128,7 @@ async def test_classic_delay_queue_feeds_a_quorum_queue_but_only_at_most_once(
     connection: AbstractRobustConnection, names: list[str]
 ) -> None:
     main, dlq, delay = names
-    channel = await connection.channel(publisher_confirms=True)
-    await channel.declare_queue(dlq, durable=True, arguments={"x-queue-type": "quorum"})
-    await channel.declare_queue(main, durable=True, arguments=at_least_once_to(dlq))
+    channel = await main_and_dead_letters(connection, main, dlq)
     classic = {
         "x-message-ttl": 200,
         "x-dead-letter-exchange": "",
@@ -146,3 +142,14 @@ async def test_classic_delay_queue_feeds_a_quorum_queue_but_only_at_most_once(
     await channel.declare_queue(delay, durable=True, arguments=classic)
     await publish(channel, delay, b"later")
     await (await get(channel, main)).ack()
+
+
+async def main_and_dead_letters(
+    connection: AbstractRobustConnection, main: str, dlq: str
+) -> AbstractChannel:
+    """A channel with confirms, `dlq` and `main` declared: quorum, `main` dead-lettering at
+    least once into `dlq`."""
+    channel = await connection.channel(publisher_confirms=True)
+    await channel.declare_queue(dlq, durable=True, arguments={"x-queue-type": "quorum"})
+    await channel.declare_queue(main, durable=True, arguments=at_least_once_to(dlq))
+    return channel
