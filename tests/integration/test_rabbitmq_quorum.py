@@ -12,7 +12,12 @@ from typing import Any, cast
 
 import aio_pika
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
 
 from service.settings import Settings
 from tests.support.waiting import until
@@ -146,7 +151,7 @@ async def test_classic_delay_queue_feeds_a_quorum_queue_but_only_at_most_once(
 
 async def main_and_dead_letters(
     connection: AbstractRobustConnection, main: str, dlq: str
-) -> AbstractChannel:
+) -> AbstractRobustChannel:
     """A channel with confirms, `dlq` and `main` declared: quorum, `main` dead-lettering at
     least once into `dlq`."""
     channel = await connection.channel(publisher_confirms=True)
