@@ -124,16 +124,12 @@ async def _put_back(batch: list[_Waiting], error: Unavailable) -> None:
     """Our PostgreSQL is away: each message goes back as it came, and its delivery task ends
     with the error, so the session ends and reconnects when the database is back."""
     for waiting in batch:
-        if error.what == RABBITMQ.name:
-            waiting.done.set_exception(error)  # no use trying the others: RabbitMQ is away
-            continue
-        try:
-            await waiting.delivery.put_back()
-        except Unavailable as broker_away:
-            error = broker_away
-            waiting.done.set_exception(error)
-        else:
-            waiting.done.set_exception(error)
+        if error.what != RABBITMQ.name:  # with RabbitMQ away, no use trying: left unacked
+            try:
+                await waiting.delivery.put_back()
+            except Unavailable as broker_away:
+                error = broker_away  # and so for the messages after this one
+        waiting.done.set_exception(error)
 
 
 async def _alone(waiting: _Waiting) -> None:
