@@ -42,13 +42,7 @@ async def claim(conn: AsyncConnection, consumer: str, message_id: uuid.UUID) -> 
     A concurrent claim of the same id waits on the first one's row lock and sees its commit,
     so two copies delivered at once still apply once.
     """
-    claimed = await conn.execute(
-        insert(inbox)
-        .values(consumer=consumer, message_id=message_id)
-        .on_conflict_do_nothing()
-        .returning(inbox.c.message_id)
-    )
-    return claimed.first() is not None
+    return message_id in await claim_many(conn, consumer, [message_id])
 
 
 async def claim_many(
