@@ -53,8 +53,6 @@ async def test_bookings_over_http_reach_show_sales_and_the_provider(
                 HTTP_HOST="127.0.0.1",
                 HTTP_PORT=str(port),
                 TICKET_PROVIDER_URL=provider.url,
-                CONSUMER_RETRY_DELAYS_MS="50,100,200",
-                CONSUMER_MAX_ATTEMPTS="20",
                 RELAY_POLL_INTERVAL="0.1",
             )
             api = await start("api", ["service", "api"], env, tmp_path)

@@ -104,8 +104,6 @@ async def test_bookings_and_cancellations_racing_over_two_api_processes(
             env = environment(
                 settings,
                 TICKET_PROVIDER_URL=provider.url,
-                CONSUMER_RETRY_DELAYS_MS="50,100,200",
-                CONSUMER_MAX_ATTEMPTS="20",
                 RELAY_POLL_INTERVAL="0.1",
             )
             ports = [free_port(), free_port()]

@@ -63,7 +63,7 @@ async def test_sigkill_mid_stream_then_restart_leaves_no_difference(
         )
         async with consumer_queues(settings, NAME) as (queues,):
             total = await book(database_url)
-            env = environment(settings, CONSUMER_RETRY_DELAYS_MS="50,100,200")
+            env = environment(settings)
             db = await asyncpg.connect(asyncpg_dsn(database_url))
             try:
 

@@ -51,7 +51,6 @@ async def test_a_message_that_crashes_the_consumer_ends_in_the_dlq_and_the_rest_
             await publish(own, map(message_for, events))
             env = environment(
                 own,
-                CONSUMER_DELIVERY_LIMIT=str(LIMIT),
                 CRASH_ON_BOOKING=str(poison.booking_id),
             )
             db = await asyncpg.connect(asyncpg_dsn(url))
