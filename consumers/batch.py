@@ -9,7 +9,8 @@ message goes at once and a backlog forms batches by itself.
 
     parse each ──poison──▶ alone (Delivery.process: dead-letter queue at once)
       │
-    handle_batch (one transaction) ──commit──▶ ack each (applied, or a duplicate)
+    handle_batch (one transaction) ──commit──▶ ack all (applied, or a duplicate): one frame
+      │                                        when nothing else is unsettled below them
       ├── Unavailable ──▶ every message put back as it came (no attempt spent)
       └── anything else ──▶ each message alone, through Delivery.process: retried or
                             dead-lettered on its own, so the others still apply
@@ -30,6 +31,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from consumers.acks import ChannelAcks
 from consumers.consumer import BatchConsumer, Claimable, ConsumerStats
 from consumers.delivery import Delivery
 from consumers.failures import Unavailable
@@ -113,11 +115,24 @@ class Batches:
 
 
 async def _ack(readable: list[tuple[_Waiting, Claimable]], applied: set[uuid.UUID]) -> None:
-    """After the commit. A message_id twice in the batch is applied for its first copy only."""
+    """After the commit, in one frame when nothing else of the channel is unsettled below the
+    batch (consumers/acks.py). A message_id twice in the batch is applied for its first copy
+    only."""
+    by_channel: dict[ChannelAcks, list[_Waiting]] = {}
+    for waiting, _ in readable:  # one channel, unless a session ended under the batch
+        by_channel.setdefault(waiting.delivery.acks, []).append(waiting)
+    for acks, waitings in by_channel.items():
+        try:
+            await acks.ack_all([waiting.delivery.message for waiting in waitings])
+        except Exception as error:  # Unavailable: each delivery task ends with it
+            for waiting in waitings:
+                waiting.done.set_exception(error)
     for waiting, (message_id, event) in readable:
         first = message_id in applied
         applied.discard(message_id)
-        await _settle(waiting, waiting.delivery.acked(first, message_id, event))
+        if not waiting.done.done():
+            waiting.delivery.counted(first, message_id, event)
+            waiting.done.set_result(None)
 
 
 async def _put_back(batch: list[_Waiting], error: Unavailable) -> None:

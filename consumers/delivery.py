@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from consumers.acks import ChannelAcks
 from consumers.consumer import Consumer, ConsumerStats
 from consumers.failures import Rejected, Unavailable
 from consumers.messages import PoisonMessage, parse_event
@@ -60,11 +61,16 @@ class Delivery:
     """One message received on `channel`, taken from start to its ack."""
 
     def __init__(
-        self, route: Route, channel: AbstractChannel, message: AbstractIncomingMessage
+        self,
+        route: Route,
+        channel: AbstractChannel,
+        acks: ChannelAcks,
+        message: AbstractIncomingMessage,
     ) -> None:
         self._route = route
         self._channel = channel
-        self._message = message
+        self.acks = acks
+        self.message = message
         self._headers = dict(message.headers)
         self._attempts = attempts_of(self._headers)  # failed attempts before this one
         self._name = route.consumer.name
@@ -73,11 +79,11 @@ class Delivery:
     def alone(self) -> bool:
         """Handled on its own, never in a batch: delivered before (it may be what crashed a
         process) or failed before (it may be what fails a batch)."""
-        return self._message.redelivered is True or self._attempts > 0
+        return self.message.redelivered is True or self._attempts > 0
 
     def parsed(self) -> tuple[uuid.UUID, BookingEvent] | None:
         """The deduplication key and the event; None for a poison message (process() it)."""
-        message = self._message
+        message = self.message
         try:
             return parse_event(message.body, message.message_id, message.type)
         except PoisonMessage:
@@ -87,13 +93,13 @@ class Delivery:
         """Raises Unavailable when our own PostgreSQL or RabbitMQ is away: the message is then
         kept for when the dependency is back (put back, or left unacked if RabbitMQ is away)."""
         try:
-            message = self._message
+            message = self.message
             message_id, event = parse_event(message.body, message.message_id, message.type)
         except PoisonMessage as poison:
             log.error(
                 "%s: poison message %s -> dead-letter queue: %s",
                 self._name,
-                self._message.message_id,
+                self.message.message_id,
                 poison,
             )
             await self._dead_letter(self._attempts, POISON, str(poison))
@@ -116,7 +122,11 @@ class Delivery:
 
     async def acked(self, applied: bool, message_id: uuid.UUID, event: BookingEvent) -> None:
         """The effect is committed (or was, by an earlier copy): ack, and count it."""
-        await guarded(RABBITMQ, self._message.ack())
+        await self.acks.ack_all([self.message])
+        self.counted(applied, message_id, event)
+
+    def counted(self, applied: bool, message_id: uuid.UUID, event: BookingEvent) -> None:
+        """Its ack was sent (with a batch's, perhaps): count it."""
         self._route.stats.count_applied(applied, event.published_at)
         log.debug(
             "%s: %s booking %s (message %s)",
@@ -133,7 +143,7 @@ class Delivery:
             log.error(
                 "%s: message %s failed %d times, last: %s -> dead-letter queue",
                 self._name,
-                self._message.message_id,
+                self.message.message_id,
                 attempts,
                 reason,
             )
@@ -142,13 +152,13 @@ class Delivery:
         log.warning(
             "%s: message %s attempt %d/%d failed (%s); retrying in %d ms",
             self._name,
-            self._message.message_id,
+            self.message.message_id,
             attempts,
             self._route.policy.max_attempts,
             reason,
             step.delay_ms,
         )
-        copy = copy_with(self._message, retry_headers(self._headers, attempts, reason))
+        copy = copy_with(self.message, retry_headers(self._headers, attempts, reason))
         await self._move(copy, self._route.topology.retry(step.delay_ms))
         self._route.stats.count_retried()
 
@@ -157,13 +167,13 @@ class Delivery:
         queue as it came, attempts and all. Left unacked instead, it would come back when the
         channel closes, but charged a delivery of the queue's delivery limit, which is there
         for messages that crash the consumer, not for outages."""
-        copy = copy_with(self._message, keep_headers(self._headers))
+        copy = copy_with(self.message, keep_headers(self._headers))
         await self._move(copy, self._route.topology.main)
         self._route.stats.kept += 1
 
     async def _dead_letter(self, attempts: int, failure: str, error: str) -> None:
         headers = dead_letter_headers(self._headers, self._name, attempts, failure, error)
-        await self._move(copy_with(self._message, headers), self._route.topology.dead_letter)
+        await self._move(copy_with(self.message, headers), self._route.topology.dead_letter)
         self._route.stats.count_dead_lettered()
 
     async def _move(self, copy: aio_pika.Message, queue: str) -> None:
@@ -172,7 +182,7 @@ class Delivery:
             copy, queue, mandatory=True, timeout=timeouts.BROKER_CONFIRM
         )
         await guarded(RABBITMQ, publishing)
-        await guarded(RABBITMQ, self._message.ack())
+        await self.acks.ack_all([self.message])
 
 
 def _describe(error: BaseException) -> str:

@@ -23,6 +23,7 @@ from typing import TypeVar
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
+from consumers.acks import ChannelAcks
 from consumers.batch import Batches
 from consumers.consumer import BatchConsumer, Consumer, ConsumerStats
 from consumers.delivery import Delivery, Route
@@ -100,10 +101,11 @@ class ConsumerRunner:
             queue = await self._declare(channel)
             lost = _Lost()
             channel.close_callbacks.add(lost.on_channel_closed)
+            acks = ChannelAcks()  # delivery tags are the channel's
 
             async def deliver(message: AbstractIncomingMessage) -> None:
-                delivery = Delivery(self._route, channel, message)
-                await self._deliver(delivery, message, subscription, lost)
+                delivery = Delivery(self._route, channel, acks, message)
+                await self._deliver(delivery, subscription, lost)
 
             subscription = CarefulSubscription(
                 channel, queue, deliver, self._settings.consumer_prefetch, broker_call
@@ -159,11 +161,11 @@ class ConsumerRunner:
     async def _deliver(
         self,
         delivery: Delivery,
-        message: AbstractIncomingMessage,
         subscription: CarefulSubscription,
         lost: _Lost,
     ) -> None:
         """aio-pika runs this as a task per delivery: up to `prefetch` at once."""
+        message = delivery.message
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)
@@ -186,7 +188,7 @@ class ConsumerRunner:
                 self.name,
                 message.message_id,
             )
-            await _reject(message, lost)
+            await _reject(delivery, lost)
         finally:
             self._in_flight.discard(task)
 
@@ -222,12 +224,14 @@ async def broker_call(step: Awaitable[T]) -> T:
     return await guarded(RABBITMQ, asyncio.wait_for(step, timeouts.BROKER_CALL))
 
 
-async def _reject(message: AbstractIncomingMessage, lost: _Lost) -> None:
+async def _reject(delivery: Delivery, lost: _Lost) -> None:
     """Into the dead-letter queue through the broker (x-death reason `rejected`)."""
     try:
-        await broker_call(message.nack(requeue=False))
+        await broker_call(delivery.message.nack(requeue=False))
     except Unavailable as error:
         lost.set(error)
+    else:
+        delivery.acks.settled(delivery.message.delivery_tag)
 
 
 class _Lost:

@@ -144,6 +144,18 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "batch-acked-over-unsettled-deliveries",
+        "one ack frame settles a batch only when no delivery below it is still being handled",
+        "consumers/acks.py",
+        "        return len(tags) + settled_before_last == last - self._floor + 1",
+        "        return True",
+        (
+            "tests/unit/test_acks.py",
+            "tests/integration/test_consumers_batches.py"
+            "::test_one_ack_frame_settles_a_batch_only_when_nothing_below_it_is_being_handled",
+        ),
+    ),
+    Mutant(
         "failed-batch-fails-every-message",
         "a message that fails its batch is retried alone; the others are applied",
         "consumers/batch.py",

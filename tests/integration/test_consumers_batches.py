@@ -16,6 +16,7 @@ import aio_pika
 import asyncpg
 from prometheus_client import REGISTRY, generate_latest
 
+from consumers.acks import ChannelAcks
 from consumers.consumer import ConsumerStats
 from consumers.dlq import list_dead_letters
 from consumers.retries import POISON
@@ -232,3 +233,38 @@ async def test_a_consumer_killed_inside_a_batch_transaction_loses_and_doubles_no
             finally:
                 await db.close()
             assert await queues_empty(own, queues)
+
+
+async def test_one_ack_frame_settles_a_batch_only_when_nothing_below_it_is_being_handled(
+    settings: Settings,
+) -> None:
+    """On the real broker: with deliveries 1 and 2 still being handled, a batch of 3..8 is
+    acked message by message, and 1 and 2 come back when the channel closes; a batch with
+    nothing unsettled below it goes in one frame (aio-pika marks only its last message)."""
+    settings = settings.replaced(events_exchange=f"{settings.events_exchange}.acks")
+    show = uuid.uuid4()
+    async with consumer_queues(settings, NAME) as (queues,):
+        await publish(settings, [message_for(booking_made(show, 1)) for _ in range(12)])
+        connection = await connect(settings.amqp_url.get_secret_value(), "tickets-test-acks")
+        async with connection:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=12)
+            queue = await channel.declare_queue(queues.main, passive=True)
+            taken = [await queue.get(timeout=5) for _ in range(12)]
+            acks = ChannelAcks()
+            await acks.ack_all(taken[2:8])  # 1 and 2 are held elsewhere: one by one
+            assert all(message.processed for message in taken[2:8])
+            await acks.ack_all(taken[8:])  # still 1 and 2 below: one by one
+            assert all(message.processed for message in taken[8:])
+            await channel.close()
+        assert (await depths(settings, queues))[queues.main] == 2  # 1 and 2, back
+        connection = await connect(settings.amqp_url.get_secret_value(), "tickets-test-acks")
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(queues.main, passive=True)
+            again = [await queue.get(timeout=5) for _ in range(2)]
+            acks = ChannelAcks()
+            await acks.ack_all(again)  # nothing below: one frame
+            assert [message.processed for message in again] == [False, True]
+            await channel.close()
+        assert (await depths(settings, queues))[queues.main] == 0

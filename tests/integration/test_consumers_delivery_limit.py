@@ -13,17 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 
 import asyncpg
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 
 from consumers import dlq, show_sales
-from consumers.delivery import Delivery
+from consumers.acks import ChannelAcks
 from consumers.topology import Topology
-from service.domain import BookingEvent
 from service.settings import Settings
 from tests.support.consumers import consumer_queues, depths, fast, own_database, running
 from tests.support.database import asyncpg_dsn
@@ -132,18 +132,16 @@ async def test_a_delivery_that_fails_unexpectedly_is_dead_lettered_not_left_hold
     show_id = uuid.uuid4()
     events = [booking_made(show_id) for _ in range(20)]
     broken = events[3]
-    acked = Delivery.acked
+    ack_all = ChannelAcks.ack_all
 
-    async def failing(
-        delivery: Delivery, applied: bool, message_id: uuid.UUID, event: BookingEvent
-    ) -> None:
+    async def failing(acks: ChannelAcks, messages: Sequence[AbstractIncomingMessage]) -> None:
         # A bug in handling a message, outside the consumer's effect (which would be retried),
-        # on the way every message takes, alone or in a batch.
-        if message_id == broken.event_id:
+        # on the way every message takes to its ack, alone or in a batch.
+        if any(message.message_id == str(broken.event_id) for message in messages):
             raise RuntimeError("a bug in the delivery itself")
-        await acked(delivery, applied, message_id, event)
+        await ack_all(acks, messages)
 
-    monkeypatch.setattr(Delivery, "acked", failing)
+    monkeypatch.setattr(ChannelAcks, "ack_all", failing)
     async with consumer_queues(own, show_sales.NAME) as (queues,):
         await publish(own, map(message_for, events))
         with caplog.at_level(logging.ERROR, logger="consumers.runner"):
