@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from opentelemetry import context as otel_context
 
 from consumers.acks import ChannelAcks
 from consumers.batch import Batches
@@ -32,7 +33,7 @@ from consumers.isolation import CarefulSubscription
 from consumers.retries import RetryPolicy
 from consumers.topology import Topology, declare
 from service.broker import confirmed_channel
-from service.common import context, metrics, timeouts
+from service.common import context, metrics, timeouts, tracing
 from service.common.dependencies import dependencies_of
 from service.common.outages import (
     BROKER_ERRORS,
@@ -105,6 +106,11 @@ class ConsumerRunner:
 
             async def deliver(message: AbstractIncomingMessage) -> None:
                 delivery = Delivery(self._route, channel, acks, message)
+                # The message's trace, for its log lines and the calls it makes (the
+                # instrumentation's span instead, when spans are recorded). A task of its own.
+                trace_context = tracing.consumer_context(message.headers)
+                if trace_context is not None:
+                    otel_context.attach(trace_context)
                 await self._deliver(delivery, subscription, lost)
 
             subscription = CarefulSubscription(

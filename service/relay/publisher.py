@@ -20,7 +20,7 @@ from opentelemetry import context as otel_context
 
 from service.common import metrics
 from service.common.outages import Unavailable, guarded, postgresql_on
-from service.common.tracing import context_of
+from service.common.tracing import TRACEPARENT, context_of, recording
 from service.db.outbox import OutboxRow, fetch_unpublished, mark_published
 
 
@@ -34,6 +34,9 @@ def message_for(row: OutboxRow) -> aio_pika.Message:
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         type=row.routing_key,
         timestamp=row.created_at,
+        # The booking request's trace. When spans are recorded, the aio-pika instrumentation
+        # replaces it with its publish span's context, a child of the same trace.
+        headers={TRACEPARENT: row.traceparent} if row.traceparent else None,
     )
 
 
@@ -140,13 +143,16 @@ class OutboxPublisher:
         return [o if isinstance(o, BaseException) else None for o in outcomes]
 
     async def _publish_one(self, row: OutboxRow) -> object:
+        publishing = self._exchange.publish(
+            message_for(row), row.routing_key, mandatory=False, timeout=self._publish_timeout
+        )
+        if not recording():
+            return await publishing
         # Inside the trace of the request that booked: the instrumentation makes the publish
         # span its child and sends its context on as the AMQP header `traceparent`.
         token = otel_context.attach(context_of(row.traceparent))
         try:
-            return await self._exchange.publish(
-                message_for(row), row.routing_key, mandatory=False, timeout=self._publish_timeout
-            )
+            return await publishing
         finally:
             otel_context.detach(token)
 
