@@ -14,7 +14,6 @@ trace, at the cost of an id per span and no export.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Mapping
 
 from opentelemetry import context as otel_context
@@ -32,6 +31,8 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from service.common.ids import random_bits
+
 log = logging.getLogger(__name__)
 
 TRACEPARENT = "traceparent"
@@ -39,7 +40,6 @@ NO_TRACE_ID = "-"
 _configured = False
 _recording = False
 _W3C = TraceContextTextMapPropagator()
-_ids = random.SystemRandom()  # ids no one can guess, as the SDK's
 
 
 def configure_tracing(service_name: str, otlp_endpoint: str) -> None:
@@ -97,8 +97,8 @@ def unrecorded_context(traceparent: str | None) -> otel_context.Context:
     fraction of the CPU (measured: the SDK's span was ~8 % of a booking's)."""
     parent = trace.get_current_span(_W3C.extract({TRACEPARENT: traceparent} if traceparent else {}))
     parent_context = parent.get_span_context()
-    trace_id = parent_context.trace_id if parent_context.is_valid else _ids.getrandbits(128)
-    own = SpanContext(trace_id, _ids.getrandbits(64), is_remote=False, trace_flags=TraceFlags(0))
+    trace_id = parent_context.trace_id if parent_context.is_valid else _nonzero(128)
+    own = SpanContext(trace_id, _nonzero(64), is_remote=False, trace_flags=TraceFlags(0))
     return trace.set_span_in_context(NonRecordingSpan(own))
 
 
@@ -112,6 +112,14 @@ def consumer_context(headers: Mapping[str, object]) -> otel_context.Context | No
     if isinstance(traceparent, bytes):
         traceparent = traceparent.decode("ascii", "replace")
     return unrecorded_context(traceparent if isinstance(traceparent, str) else None)
+
+
+def _nonzero(bits: int) -> int:
+    """A trace or span id no one can guess, as the SDK's, without a system call per id (W3C:
+    all zeros is invalid)."""
+    while not (value := random_bits(bits)):
+        pass
+    return value
 
 
 def current_traceparent() -> str | None:
