@@ -106,11 +106,7 @@ class ConsumerRunner:
 
             async def deliver(message: AbstractIncomingMessage) -> None:
                 delivery = Delivery(self._route, channel, acks, message)
-                # The message's trace, for its log lines and the calls it makes (the
-                # instrumentation's span instead, when spans are recorded). A task of its own.
-                trace_context = tracing.consumer_context(message.headers)
-                if trace_context is not None:
-                    otel_context.attach(trace_context)
+                _continue_trace(message)
                 await self._deliver(delivery, subscription, lost)
 
             subscription = CarefulSubscription(
@@ -228,6 +224,15 @@ def batches_of(consumer: Consumer, batch_max: int, stats: ConsumerStats) -> Batc
 async def broker_call(step: Awaitable[T]) -> T:
     """One request to RabbitMQ, bounded in time; a failure or no answer is Unavailable."""
     return await guarded(RABBITMQ, asyncio.wait_for(step, timeouts.BROKER_CALL))
+
+
+def _continue_trace(message: AbstractIncomingMessage) -> None:
+    """The message's trace, for its log lines and the calls it makes (the instrumentation's
+    span instead, when spans are recorded). Each delivery runs in a task of its own, whose
+    context ends with it."""
+    trace_context = tracing.consumer_context(message.headers)
+    if trace_context is not None:
+        otel_context.attach(trace_context)
 
 
 async def _reject(delivery: Delivery, lost: _Lost) -> None:
