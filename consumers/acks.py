@@ -28,7 +28,11 @@ MAX_SETTLED_AHEAD = 10_000
 
 
 class ChannelAcks:
-    """The delivery tags of one channel that are settled (acked, rejected or nacked)."""
+    """The delivery tags of one channel that are settled (acked, rejected or nacked).
+
+    One per channel, made with it: the connection is not robust, so a channel that closes is
+    never reopened under the same object (its tags would count from 1 again); a new session
+    opens a new channel and makes a new ChannelAcks."""
 
     def __init__(self) -> None:
         self._floor = 1  # every tag below it is settled

@@ -370,7 +370,7 @@ MUTANTS = [
         "unexpected-error-holds-its-slot",
         "a delivery that fails unexpectedly does not keep its message unacked",
         "consumers/runner.py",
-        "            await _reject(message, lost)",
+        "            await _reject(delivery, lost)",
         "            pass",
         ("tests/integration/test_consumers_delivery_limit.py",),
     ),
