@@ -59,15 +59,13 @@ class ChannelAcks:
     async def ack_all(self, messages: Sequence[AbstractIncomingMessage]) -> None:
         """Ack every one of `messages` (all of this channel): in one frame if that is safe.
         Raises Unavailable when RabbitMQ is away."""
-        tags = {message.delivery_tag for message in messages}
-        if len(messages) > 1 and None not in tags and len(tags) == len(messages):
-            known = {tag for tag in tags if tag is not None}
-            if self.settles_only(known):
-                last = max(messages, key=lambda message: message.delivery_tag or 0)
-                await guarded(RABBITMQ, last.ack(multiple=True))
-                for tag in known:
-                    self.settled(tag)
-                return
+        tags = {message.delivery_tag for message in messages if message.delivery_tag is not None}
+        if len(tags) == len(messages) > 1 and self.settles_only(tags):  # each tagged, once
+            last = max(messages, key=lambda message: message.delivery_tag or 0)
+            await guarded(RABBITMQ, last.ack(multiple=True))
+            for tag in tags:
+                self.settled(tag)
+            return
         for message in messages:
             await guarded(RABBITMQ, message.ack())
             self.settled(message.delivery_tag)
