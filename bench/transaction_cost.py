@@ -31,7 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.db import booking
-from service.db.engine import asyncpg_dsn, create_engine, refuse_closed_connections
+from service.db.engine import asyncpg_dsn, create_engine
 from service.db.engine import serializable_sessions as sessions_of
 from service.domain import BookingRequest, Capacity, decide_for_shows
 from tests.support.database import create_migrated_database, drop_database
@@ -45,8 +45,7 @@ SHOW = """
 
 async def run(transactions: int, batch: int) -> list[str]:
     url = await create_migrated_database("tickets_bench_tx")
-    engine = create_engine(url, pre_ping=False)  # as the API makes it (service/api/app.py)
-    refuse_closed_connections(engine)
+    engine = create_engine(url)  # as the API makes it (service/api/app.py)
     driver = await asyncpg.connect(asyncpg_dsn(url))
     try:
         show = uuid.uuid4()

@@ -28,7 +28,6 @@ from service.common.dependencies import dependencies_of
 from service.db.booking import BookingObserver, KeyRules, book_requests
 from service.db.engine import (
     create_engine,
-    refuse_closed_connections,
     serializable_sessions,
 )
 from service.db.lost_commit import LostCommitRecovery
@@ -92,10 +91,7 @@ def connection_limits(settings: Settings) -> dict[str, Any]:
 
 async def _database(app: web.Application, settings: Settings) -> AsyncIterator[None]:
     database_url = settings.database_url.get_secret_value()
-    engine = create_engine(
-        database_url, settings.db_pool_size, pre_ping=False, lock_wait=settings.booking_max_wait
-    )
-    refuse_closed_connections(engine)
+    engine = create_engine(database_url, settings.db_pool_size, lock_wait=settings.booking_max_wait)
     app[ENGINE] = engine
     app[SESSIONS] = async_sessionmaker(engine, expire_on_commit=False)
     app[READINESS] = DatabaseReadiness(app[SESSIONS])

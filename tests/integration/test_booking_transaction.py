@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.db.booking import book_requests
 from service.db.engine import (
     create_engine,
-    refuse_closed_connections,
     serializable_sessions,
 )
 from service.domain import ContentionExhausted
@@ -71,9 +70,8 @@ async def test_a_row_lock_held_too_long_is_busy_not_a_hang(
 async def test_a_connection_the_server_closed_is_not_handed_out_again(
     database_url: str, db: asyncpg.Connection
 ) -> None:
-    # The API's engine: no pre-ping round trips, a local check of the connection instead.
-    engine = create_engine(database_url, pool_size=1, pre_ping=False)
-    refuse_closed_connections(engine)
+    # Every engine: no pre-ping round trips, a local check of the connection instead.
+    engine = create_engine(database_url, pool_size=1)
     sessions = serializable_sessions(engine)
     try:
         show_id = await new_show(sessions, 5)

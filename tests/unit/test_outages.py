@@ -84,7 +84,7 @@ def test_a_connection_that_died_under_sqlalchemy_is_an_outage_whatever_it_wraps(
     assert is_database_outage(
         sqlalchemy.exc.InterfaceError("SELECT 1", None, closed, connection_invalidated=True)
     )
-    # A pooled connection found closed at checkout (refuse_closed_connections).
+    # A pooled connection found closed at checkout (engine.py, _refuse_closed_connections).
     assert is_database_outage(sqlalchemy.exc.DisconnectionError("closed"))
 
 
