@@ -324,18 +324,39 @@ class BookingEvent:
         deduplicate on this key."""
         return self.booking_id
 
-    def body(self) -> dict[str, Any]:
+    def contract(self) -> dict[str, Any]:
+        """The body the event contract describes, with its ids as UUIDs and its time as a
+        datetime: orjson (service/common/encoding.py) writes those as str() and isoformat()
+        would, without making the strings first (a third of an outbox row's cost)."""
         return {
             "header": {
-                "id": str(self.event_id),
-                "published_at": self.published_at.isoformat(),
-                "idempotency_key": str(self.idempotency_key),
+                "id": self.event_id,
+                "published_at": self.published_at,
+                "idempotency_key": self.idempotency_key,
             },
-            "booking_id": str(self.booking_id),
-            "show_id": str(self.show_id),
+            "booking_id": self.booking_id,
+            "show_id": self.show_id,
             "number_of_tickets": self.number_of_tickets,
             "customer_email": self.customer_email,
         }
+
+    def body(self) -> dict[str, Any]:
+        """The same body in JSON's own types, as a consumer reads it."""
+        return _json_types(self.contract())
+
+
+def _json_types(body: dict[str, Any]) -> dict[str, Any]:
+    return {key: _json_value(value) for key, value in body.items()}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _json_types(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
 
 
 @dataclass(frozen=True, slots=True)

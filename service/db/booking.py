@@ -368,7 +368,7 @@ def book_parameters(
         "event_ids": [event.event_id for event, _ in events],
         "routing_keys": [event.name for event, _ in events],
         "event_show_ids": [event.show_id for event, _ in events],
-        "payloads": [to_json(event.body()) for event, _ in events],
+        "payloads": [to_json(event.contract()) for event, _ in events],
         "event_correlation_ids": [request.correlation_id for _, request in events],
         "traceparents": [request.traceparent for _, request in events],
         "now": now,
