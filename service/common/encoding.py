@@ -7,6 +7,7 @@ surrogates) instead of writing it.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import orjson
@@ -14,7 +15,15 @@ from aiohttp import web
 
 
 def to_json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return orjson.dumps(value, default=_uuid_subclass).decode()
+
+
+def _uuid_subclass(value: Any) -> str:
+    # orjson writes uuid.UUID itself but no subclass of it; asyncpg reads uuid columns as one
+    # (a cancellation's event carries ids read from its booking's row).
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def json_response(
