@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import resource
 import sys
 import time
 import uuid
@@ -59,6 +60,7 @@ class PipelineRun:
     applied: int  # BookingMade applied by show_sales when the lag was read
     lag_ms: tuple[float, float, float]  # p50, p99, max
     api_peak_rss_mb: float
+    cpu_per_booking_us: dict[str, float]  # by process, over the warm-up and the measured run
     problems: list[str]
 
     @property
@@ -109,8 +111,8 @@ async def measure(
     async with connection:
         counted = await bench_queue(connection, env["EVENTS_EXCHANGE"])
         # Blocking start-up (readiness polls) is fine: nothing is published before the load.
-        with processes(options.variants[0].command, env) as api:
-            return await load_and_wait(options, api, env, baseline, counted, consumer_wait)
+        with processes(options.variants[0].command, env) as running:
+            return await load_and_wait(options, running, env, baseline, counted, consumer_wait)
 
 
 async def bench_queue(connection: aio_pika.abc.AbstractConnection, exchange: str) -> Counted:
@@ -123,38 +125,75 @@ async def bench_queue(connection: aio_pika.abc.AbstractConnection, exchange: str
     return Counted(channel, queue.name)
 
 
+@dataclasses.dataclass(frozen=True)
+class Running:
+    api: service.Child
+    relay: service.Child
+    consumers: service.Child
+
+
 @contextmanager
-def processes(api_command: list[str], env: dict[str, str]) -> Iterator[service.Child]:
+def processes(api_command: list[str], env: dict[str, str]) -> Iterator[Running]:
     """The relay, the consumers and the API, each ready; stopped (SIGTERM) at the end."""
     with ExitStack() as stack:
-        stack.enter_context(service.child(service.RELAY, env, "RELAY_HTTP_PORT"))
-        stack.enter_context(service.child(service.CONSUMERS, env, "CONSUMERS_HTTP_PORT"))
-        yield stack.enter_context(service.api(api_command, env))
+        relay = stack.enter_context(service.child(service.RELAY, env, "RELAY_HTTP_PORT"))
+        consumers = stack.enter_context(
+            service.child(service.CONSUMERS, env, "CONSUMERS_HTTP_PORT")
+        )
+        yield Running(stack.enter_context(service.api(api_command, env)), relay, consumers)
+
+
+class CpuClock:
+    """CPU seconds by process while the load runs: the pipeline's three processes, RabbitMQ,
+    PostgreSQL (every backend) and wrk (a finished child of this process). Where two cores go,
+    per booking."""
+
+    def __init__(self, running: Running) -> None:
+        self._ours = {
+            "api": running.api.process.pid,
+            "relay": running.relay.process.pid,
+            "consumers": running.consumers.process.pid,
+        }
+        self._start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        used = {name: service.cpu_seconds_of(pid) for name, pid in self._ours.items()}
+        used["RabbitMQ"] = sum(map(service.cpu_seconds_of, service.pids_named("beam.smp")))
+        # A backend that ends during the load takes its CPU along: the database's share is a
+        # floor (the pipeline's connections are pooled and stay).
+        used["PostgreSQL"] = sum(map(service.cpu_seconds_of, service.pids_named("postgres")))
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used["wrk"] = children.ru_utime + children.ru_stime
+        return used
+
+    def per_booking_us(self, bookings: int) -> dict[str, float]:
+        end = self._read()
+        return {name: (end[name] - self._start[name]) / bookings * 1e6 for name in end}
 
 
 async def load_and_wait(
     options: scenarios.Options,
-    api: service.Child,
+    running: Running,
     env: dict[str, str],
     baseline: pgbench.Baseline,
     counted: Counted,
     consumer_wait: float,
 ) -> PipelineRun:
-    shows = await asyncio.to_thread(service.create_shows, api.base_url, 1)
-    got = await asyncio.to_thread(scenarios.measure, options, api, shows, CONNECTIONS)
+    shows = await asyncio.to_thread(service.create_shows, running.api.base_url, 1)
+    clock = CpuClock(running)
+    got = await asyncio.to_thread(scenarios.measure, options, running.api, shows, CONNECTIONS)
     ended = time.monotonic()
+    created = got.warmup.count(201) + got.load.count(201)
+    cpu = clock.per_booking_us(max(created, 1))
     conn = await asyncpg.connect(asyncpg_dsn(env["DATABASE_URL"]))
     try:
         delivered = await wait_for(conn, ended, counted.reached, 60.0)
         caught_up = await wait_for(conn, ended, show_sales_caught_up(conn), consumer_wait)
         lag = await conn.fetchrow(LAG)
         bookings = int(await conn.fetchval("SELECT count(*) FROM bookings"))
-        unpublished = int(
-            await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        )
+        unpublished = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
     finally:
         await conn.close()
-    created = got.warmup.count(201) + got.load.count(201)
     problems = await asyncio.to_thread(
         invariants.check,
         env["DATABASE_URL"],
@@ -177,6 +216,7 @@ async def load_and_wait(
         applied=int(lag["applied"]),
         lag_ms=(cuts[0] * 1000, cuts[1] * 1000, float(lag["worst"] or "nan") * 1000),
         api_peak_rss_mb=got.peak_rss_mb,
+        cpu_per_booking_us=cpu,
         problems=problems,
     )
 

@@ -60,9 +60,7 @@ class Child:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the process has used so far (all its threads)."""
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds_of(self.process.pid)
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=10) as response:
@@ -110,6 +108,28 @@ def child(command: list[str], env: dict[str, str], port_variable: str) -> Iterat
 def api(command: list[str], env: dict[str, str]) -> Iterator[Child]:
     with child(command, env, "HTTP_PORT") as process:
         yield process
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU time process `pid` has used so far (all its threads); 0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pids_named(name: str) -> list[int]:
+    """Every process whose command name is `name` (PostgreSQL's backends, RabbitMQ's beam.smp)."""
+    pids = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == name:
+                pids.append(int(comm.parent.name))
+        except OSError:  # gone meanwhile
+            continue
+    return pids
 
 
 def free_port() -> int:

@@ -113,7 +113,16 @@ def pipeline_rows(run: PipelineRun | None) -> list[Row]:
             "reported",
             None,
         ),
+        Row(f"{what}: CPU per booking, by process", cpu_per_booking(run), "reported", None),
     ]
+
+
+def cpu_per_booking(run: PipelineRun) -> str:
+    """Where the two cores go, per booking, and what they would allow at the target rate."""
+    shares = run.cpu_per_booking_us
+    parts = ", ".join(f"{name} {us:,.0f}" for name, us in shares.items())
+    allowed = 2 * 1e6 / (2.5 * run.baseline.rate)  # 2 cores at 2.5x pgbench
+    return f"{parts}: {sum(shares.values()):,.0f} µs (2 cores at 2.5x allow {allowed:,.0f})"
 
 
 def relay_rows(table: list[tuple[str, str, str, str]]) -> list[Row]:
