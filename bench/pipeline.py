@@ -60,7 +60,7 @@ class PipelineRun:
     applied: int  # BookingMade applied by show_sales when the lag was read
     lag_ms: tuple[float, float, float]  # p50, p99, max
     api_peak_rss_mb: float
-    cpu_per_booking_us: dict[str, float]  # by process, over the warm-up and the measured run
+    cpu_per_booking_us: dict[str, float]  # by process, from the warm-up until caught up
     problems: list[str]
 
     @property
@@ -144,9 +144,9 @@ def processes(api_command: list[str], env: dict[str, str]) -> Iterator[Running]:
 
 
 class CpuClock:
-    """CPU seconds by process while the load runs: the pipeline's three processes, RabbitMQ,
-    PostgreSQL (every backend) and wrk (a finished child of this process). Where two cores go,
-    per booking."""
+    """CPU seconds by process from the load's start until show_sales has caught up (so the
+    events' whole journey is in): the pipeline's three processes, RabbitMQ, PostgreSQL (every
+    backend) and wrk (a finished child of this process). Where two cores go, per booking."""
 
     def __init__(self, running: Running) -> None:
         self._ours = {
@@ -184,7 +184,6 @@ async def load_and_wait(
     got = await asyncio.to_thread(scenarios.measure, options, running.api, shows, CONNECTIONS)
     ended = time.monotonic()
     created = got.warmup.count(201) + got.load.count(201)
-    cpu = clock.per_booking_us(max(created, 1))
     conn = await asyncpg.connect(asyncpg_dsn(env["DATABASE_URL"]))
     try:
         delivered = await wait_for(conn, ended, counted.reached, 60.0)
@@ -194,6 +193,7 @@ async def load_and_wait(
         unpublished = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
     finally:
         await conn.close()
+    cpu = clock.per_booking_us(max(bookings, 1))  # until show_sales caught up: all their work
     problems = await asyncio.to_thread(
         invariants.check,
         env["DATABASE_URL"],
