@@ -38,6 +38,22 @@ class Mutant:
 
 MUTANTS = [
     Mutant(
+        "outbox-payload-time-not-iso",
+        "the outbox payload is the event contract's body, character for character",
+        "service/domain.py",
+        '"published_at": self.published_at,',
+        '"published_at": str(self.published_at),',
+        ("tests/unit/test_domain.py",),
+    ),
+    Mutant(
+        "outbox-payload-refuses-asyncpg-uuids",
+        "a cancellation's event, whose ids come from its booking's row, is written",
+        "service/common/encoding.py",
+        "        return str(value)\n",
+        "        raise TypeError(value)\n",
+        ("tests/unit/test_domain.py", "tests/integration/test_cancellation.py"),
+    ),
+    Mutant(
         "relay-publish-timeout-ignored",
         "a hung broker (no confirms, nothing closed) is left by the relay's publish timeout",
         "service/relay/publisher.py",
