@@ -75,11 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     relay_table = measure_relay(plan)
     rows += targets.relay_rows(relay_table)
     header = describe(machine, plan, time.monotonic() - started, spans)
-    report = render(header, rows, runs, plan, relay_table)
+    report = render(header, rows, runs, piped, plan, relay_table)
     print(report)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench.md").write_text(report)
-    problems = [p for run in runs for p in run.problems] + (piped.problems if piped else [])
+    problems = [p for run in runs for p in run.problems] + [p for r in piped for p in r.problems]
     problems += drain_problems
     for problem in problems:
         print(f"BENCH PROBLEM: {problem}", file=sys.stderr)
@@ -98,7 +98,9 @@ def parse(argv: list[str] | None) -> Plan:
     )
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="wrk warm-up seconds (>= 1)")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat every API scenario")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat every API scenario, and the pipeline"
+    )
     parser.add_argument(
         "--scenarios",
         default=",".join(scenarios.DEFAULT_SCENARIOS),
@@ -159,12 +161,14 @@ def plan_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Plan:
 
 def measure_service(
     plan: Plan,
-) -> tuple[list[scenarios.ServiceRun], pipeline.PipelineRun | None, str]:
-    """The API scenarios and the pipeline, with tracing as planned; and what the sink got."""
+) -> tuple[list[scenarios.ServiceRun], list[pipeline.PipelineRun], str]:
+    """The API scenarios and the pipeline (each round), with tracing as planned; and what the
+    sink got."""
     with tracing(plan.export_traces) as (env, received):
         options = dataclasses.replace(plan.options, env=env)
         runs = scenarios.run_all(options) if "api" in plan.parts and options.scenarios else []
-        piped = pipeline.run(options, plan.consumer_wait) if "pipeline" in plan.parts else None
+        rounds = options.rounds if "pipeline" in plan.parts else 0
+        piped = [pipeline.run(options, plan.consumer_wait) for _ in range(rounds)]
         return runs, piped, received()
 
 
@@ -220,12 +224,15 @@ def render(
     header: str,
     rows: list[Row],
     runs: list[scenarios.ServiceRun],
+    piped: list[pipeline.PipelineRun],
     plan: Plan,
     relay_table: list[tuple[str, str, str, str]],
 ) -> str:
     lines = [header, "", *targets.render(rows)]
     if runs:
         lines += ["", "API runs:", "", *scenarios.render(runs, plan.options)]
+    if len(piped) > 1:
+        lines += ["", "Pipeline runs:", "", *targets.pipeline_runs(piped)]
     if relay_table:
         lines += ["", "Relay:", "", *relay.table_lines(relay_table)]
     return "\n".join(lines) + "\n"

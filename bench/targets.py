@@ -81,17 +81,23 @@ def thousand_rows(runs: list[ServiceRun]) -> list[Row]:
     ]
 
 
-def pipeline_rows(run: PipelineRun | None) -> list[Row]:
+def pipeline_rows(runs: list[PipelineRun]) -> list[Row]:
+    """The targets, from the run of median rate (with rounds, the other runs are in their own
+    table: on a noisy VM one run is one draw)."""
     what = "pipeline (api + relay + consumers), hot show, 100 clients"
-    if run is None:
+    if not runs:
         return [Row(what, "not run", "", None)]
+    ordered = sorted(runs, key=lambda r: r.ratio)
+    run = ordered[len(ordered) // 2]
+    spread = f", median of {len(runs)}: {ordered[0].ratio:.2f} to {ordered[-1].ratio:.2f}x"
     delivered = run.delivered_after
     caught_up = run.caught_up_after
     p50, p99, worst = run.lag_ms
     return [
         Row(
             f"{what}: rate",
-            f"{run.ratio:.2f}x ({run.load.rate:,.0f} req/s / {run.baseline.rate:,.0f} tx/s)",
+            f"{run.ratio:.2f}x ({run.load.rate:,.0f} req/s / {run.baseline.rate:,.0f} tx/s"
+            f"{spread if len(runs) > 1 else ''})",
             f"≥ 2.5{HOT_RATIO}",
             run.ratio >= 2.5,
         ),
@@ -117,12 +123,30 @@ def pipeline_rows(run: PipelineRun | None) -> list[Row]:
     ]
 
 
+def pipeline_runs(runs: list[PipelineRun]) -> list[str]:
+    """Every pipeline run, in the order run."""
+    lines = [
+        "| round | req/s | baseline tx/s | x baseline | delivered s | caught up s"
+        " | CPU per booking |",
+        "|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for number, run in enumerate(runs, 1):
+        delivered = "-" if run.delivered_after is None else f"{run.delivered_after:.2f}"
+        caught_up = "-" if run.caught_up_after is None else f"{run.caught_up_after:.1f}"
+        lines.append(
+            f"| {number} | {run.load.rate:,.0f} | {run.baseline.rate:,.0f} | {run.ratio:.2f} |"
+            f" {delivered} | {caught_up} | {cpu_per_booking(run)} |"
+        )
+    return lines
+
+
 def cpu_per_booking(run: PipelineRun) -> str:
     """Where the two cores go, per booking, and what they would allow at the target rate."""
     shares = run.cpu_per_booking_us
     parts = ", ".join(f"{name} {us:,.0f}" for name, us in shares.items())
+    # Sustained: a 10 s load can run past it for a while, the relay and consumers falling behind.
     allowed = 2 * 1e6 / (2.5 * run.baseline.rate)  # 2 cores at 2.5x pgbench
-    return f"{parts}: {sum(shares.values()):,.0f} µs (2 cores at 2.5x allow {allowed:,.0f})"
+    return f"{parts}: {sum(shares.values()):,.0f} µs (2 cores sustain 2.5x at {allowed:,.0f})"
 
 
 def relay_rows(table: list[tuple[str, str, str, str]]) -> list[Row]:
