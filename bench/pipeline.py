@@ -4,10 +4,11 @@ events exchange of the bench's own (EVENTS_EXCHANGE=bench_events_<id>, so the co
 are bench_events_<id>.<consumer>; all deleted at the end). TICKET_PROVIDER_URL is unset, so
 `consumers run all` runs show_sales alone, as `make run` does without a provider.
 
-A queue of the bench's own, bound to the exchange for BookingMade and not consumed, counts the
-events that reach RabbitMQ by its depth. One pgbench hot-show baseline right before; then wrk
-books a hot show from 100 connections (warm-up, then the measured run). After wrk ends:
-- delivered: seconds until that queue has received one BookingMade per booking in the table;
+One pgbench hot-show baseline right before; then wrk books a hot show from 100 connections
+(warm-up, then the measured run). After wrk ends:
+- delivered: seconds until every outbox row is marked published, which the relay does only after
+  RabbitMQ confirmed its message (the confirm is RabbitMQ taking the event over; no queue or
+  consumer of the bench's own adds to what the two cores carry);
 - caught up: seconds until show_sales has applied them all (sum of show_sales.bookings equals
   the bookings; waited for at most `consumer_wait` seconds);
 - consumer lag: per event, show_sales' inbox row (processed_at: its transaction's start) less the
@@ -27,14 +28,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
-import aio_pika
 import asyncpg
-from aio_pika.abc import AbstractChannel
 
 from bench import invariants, pgbench, scenarios, service
 from bench.wrk import WrkResult
 from consumers.bootstrap import NAMES, topology
-from service.broker import declare_events_exchange
 from service.settings import Settings
 from tests.support.broker import delete_run_objects
 from tests.support.database import asyncpg_dsn, new_database_url
@@ -68,21 +66,6 @@ class PipelineRun:
         return self.load.rate / self.baseline.rate
 
 
-@dataclasses.dataclass
-class Counted:
-    """BookingMade events that reached the bench's queue, read from its depth (a passive
-    declare): nobody consumes it, so counting costs the shared cores only the broker's enqueue.
-    (A Python consumer counting here took 0.21 of a core, a tenth of the machine, from the
-    pipeline it measured.)"""
-
-    channel: AbstractChannel
-    name: str
-
-    async def reached(self, booked: int) -> bool:
-        queue = await self.channel.declare_queue(self.name, passive=True)
-        return (queue.declaration_result.message_count or 0) >= booked
-
-
 def run(options: scenarios.Options, consumer_wait: float) -> PipelineRun:
     database_url = new_database_url("bench_pipeline")
     exchange = f"bench_events_{uuid.uuid4().hex[:8]}"
@@ -106,23 +89,9 @@ async def measure(
     consumer_wait: float,
 ) -> PipelineRun:
     print("  pipeline: api, relay, consumers, hot show, 100 connections ...", file=sys.stderr)
-    settings = Settings.from_env(env)
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
-    async with connection:
-        counted = await bench_queue(connection, env["EVENTS_EXCHANGE"])
-        # Blocking start-up (readiness polls) is fine: nothing is published before the load.
-        with processes(options.variants[0].command, env) as running:
-            return await load_and_wait(options, running, env, baseline, counted, consumer_wait)
-
-
-async def bench_queue(connection: aio_pika.abc.AbstractConnection, exchange: str) -> Counted:
-    """An exclusive queue bound for BookingMade, not consumed: its depth counts what arrived.
-    It is deleted with the connection."""
-    channel = await connection.channel()
-    events = await declare_events_exchange(channel, exchange)
-    queue = await channel.declare_queue(exclusive=True)
-    await queue.bind(events, "BookingMade")
-    return Counted(channel, queue.name)
+    # Blocking start-up (readiness polls) is fine: nothing is published before the load.
+    with processes(options.variants[0].command, env) as running:
+        return await load_and_wait(options, running, env, baseline, consumer_wait)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +145,6 @@ async def load_and_wait(
     running: Running,
     env: dict[str, str],
     baseline: pgbench.Baseline,
-    counted: Counted,
     consumer_wait: float,
 ) -> PipelineRun:
     shows = await asyncio.to_thread(service.create_shows, running.api.base_url, 1)
@@ -186,7 +154,7 @@ async def load_and_wait(
     created = got.warmup.count(201) + got.load.count(201)
     conn = await asyncpg.connect(asyncpg_dsn(env["DATABASE_URL"]))
     try:
-        delivered = await wait_for(conn, ended, counted.reached, 60.0)
+        delivered = await wait_for(conn, ended, all_confirmed(conn), 60.0)
         caught_up = await wait_for(conn, ended, show_sales_caught_up(conn), consumer_wait)
         lag = await conn.fetchrow(LAG)
         bookings = int(await conn.fetchval("SELECT count(*) FROM bookings"))
@@ -236,6 +204,14 @@ async def wait_for(
         if time.monotonic() - since > within:
             return None
         await asyncio.sleep(0.02)
+
+
+def all_confirmed(conn: asyncpg.Connection) -> Callable[[int], Awaitable[bool]]:
+    async def done(booked: int) -> bool:
+        left = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        return int(left) == 0
+
+    return done
 
 
 def show_sales_caught_up(conn: asyncpg.Connection) -> Callable[[int], Awaitable[bool]]:
