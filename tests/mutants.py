@@ -38,6 +38,14 @@ class Mutant:
 
 MUTANTS = [
     Mutant(
+        "traceparent-read-looser-than-w3c",
+        "a request or a message continues its caller's trace as the W3C propagator reads it",
+        "service/common/tracing.py",
+        ' or (version == "00" and rest)',
+        "",
+        ("tests/unit/test_tracing.py",),
+    ),
+    Mutant(
         "outbox-payload-time-not-iso",
         "the outbox payload is the event contract's body, character for character",
         "service/domain.py",
