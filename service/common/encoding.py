@@ -15,7 +15,11 @@ from aiohttp import web
 
 
 def to_json(value: Any) -> str:
-    return orjson.dumps(value, default=_uuid_subclass).decode()
+    return _dumps(value).decode()
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=_uuid_subclass)
 
 
 def _uuid_subclass(value: Any) -> str:
@@ -31,7 +35,7 @@ def json_response(
 ) -> web.Response:
     # Bytes as orjson writes them: no str in between, to be encoded again on the way out.
     return web.Response(
-        body=orjson.dumps(data),
+        body=_dumps(data),
         status=status,
         headers=headers,
         content_type="application/json",
