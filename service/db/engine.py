@@ -162,7 +162,7 @@ def _refuse_closed_connections(engine: AsyncEngine) -> None:
 
     SQLAlchemy's pool_pre_ping costs three round trips per checkout with asyncpg (BEGIN, an
     empty query, ROLLBACK): a third of a booking transaction's, and in the consumers, whose
-    batches are small while they keep up, 16 % of their CPU (py-spy, bench pipeline). When
+    batches are small while they keep up, 7.8 % of their CPU (py-spy, bench pipeline). When
     PostgreSQL ends a connection (restart, pg_terminate_backend), it tells the client, and
     asyncpg marks the connection closed as soon as the event loop reads that; the pool then
     hands out a fresh one instead. A connection that dies unannounced (a cut path) fails its
