@@ -15,6 +15,12 @@ One pgbench hot-show baseline right before; then wrk books a hot show from 100 c
   outbox row's created_at (the booking's time), p50/p99/max over the events applied: from the
   booking written to the read model updated, as the same clock measures both.
 Then the invariants (bench/invariants.py) and an outbox with nothing left unpublished.
+
+Last, with the pipeline stopped, bench/broker_floor.py in a process of its own: what raw
+aio-pika and RabbitMQ cost per message with none of our code. With the API's, PostgreSQL's and
+wrk's measured shares, that is the pipeline's CPU per booking if the relay and show_sales cost
+no more than publishing and consuming do: a floor to hold against what two cores allow at the
+target rate, so a run tells whether the target is within reach on the machine at hand.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from contextlib import ExitStack, contextmanager
 
 import asyncpg
 
-from bench import invariants, pgbench, scenarios, service
+from bench import broker_floor, invariants, pgbench, scenarios, service
 from bench.wrk import WrkResult
 from consumers.bootstrap import NAMES, topology
 from service.settings import Settings
@@ -38,6 +44,7 @@ from tests.support.broker import delete_run_objects
 from tests.support.database import asyncpg_dsn, new_database_url
 
 CONNECTIONS = 100
+FLOOR_MESSAGES = 10_000
 LAG = """
 SELECT count(*) AS applied,
        percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY lag) AS cuts,
@@ -60,10 +67,24 @@ class PipelineRun:
     api_peak_rss_mb: float
     cpu_per_booking_us: dict[str, float]  # by process, from the warm-up until caught up
     problems: list[str]
+    floor: broker_floor.Floor | None = None  # raw aio-pika's, measured after the run
 
     @property
     def ratio(self) -> float:
         return self.load.rate / self.baseline.rate
+
+    def floor_per_booking_us(self) -> dict[str, float]:
+        """CPU per booking with the relay, show_sales and RabbitMQ at raw aio-pika's cost: the
+        API, PostgreSQL and wrk as measured (wrk only loads the API)."""
+        if self.floor is None:
+            return {}
+        shares = self.cpu_per_booking_us
+        measured = {name: shares[name] for name in ("api", "PostgreSQL", "wrk") if name in shares}
+        return measured | {
+            "raw publish": self.floor.publish_us,
+            "raw consume": self.floor.consume_us,
+            "RabbitMQ raw": self.floor.rabbitmq_us,
+        }
 
 
 def run(options: scenarios.Options, consumer_wait: float) -> PipelineRun:
@@ -75,7 +96,10 @@ def run(options: scenarios.Options, consumer_wait: float) -> PipelineRun:
     try:
         baseline = pgbench.run(options.scripts, baseline_db, pgbench.HOT, options.duration)
         env = service.environment(database_url, EVENTS_EXCHANGE=exchange, **options.env)
-        return asyncio.run(measure(options, env, baseline, consumer_wait))
+        measured = asyncio.run(measure(options, env, baseline, consumer_wait))
+        print("  broker floor: raw aio-pika ...", file=sys.stderr)
+        floor = broker_floor.in_subprocess(env, FLOOR_MESSAGES)
+        return dataclasses.replace(measured, floor=floor)
     finally:
         pgbench.drop_database(baseline_db)
         asyncio.run(delete_objects(exchange))

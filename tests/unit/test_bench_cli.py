@@ -8,8 +8,11 @@ import sys
 import pytest
 
 import bench.__main__ as cli
-from bench import consumer_drain
+from bench import broker_floor, consumer_drain, targets
+from bench.pgbench import Baseline
+from bench.pipeline import PipelineRun
 from bench.targets import Row, render
+from bench.wrk import WrkResult
 
 
 def test_the_defaults_run_every_part_and_scenario() -> None:
@@ -76,3 +79,34 @@ async def test_a_consumer_drain_that_fails_is_a_failed_row_and_a_problem(
 def test_the_targets_table_marks_each_row() -> None:
     lines = render([Row("a", "1", "≥ 2", False), Row("b", "3", "reported", None)])
     assert lines[2:] == ["| a | 1 | ≥ 2 | **no** |", "| b | 3 | reported | - |"]
+
+
+def _pipeline_run(baseline_rate: float, floor: broker_floor.Floor | None) -> PipelineRun:
+    load = WrkResult(100, 2, 10.0, 25_000, 2_500.0, 1, 2, 3, 4, 5, 1, {201: 25_000}, {})
+    cpu = {"api": 200.0, "relay": 200.0, "consumers": 250.0, "RabbitMQ": 200.0}
+    return PipelineRun(
+        baseline=Baseline("hot", 20, baseline_rate, 1.0, 2.0, 10_000),
+        load=load,
+        bookings=25_000,
+        delivered_after=0.1,
+        caught_up_after=0.2,
+        applied=25_000,
+        lag_ms=(1.0, 2.0, 3.0),
+        api_peak_rss_mb=100.0,
+        cpu_per_booking_us=cpu | {"PostgreSQL": 80.0, "wrk": 20.0},
+        problems=[],
+        floor=floor,
+    )
+
+
+def test_the_pipeline_floor_takes_the_relay_consumers_and_rabbitmq_at_raw_cost() -> None:
+    raw = broker_floor.Floor(publish_us=150.0, consume_us=100.0, rabbitmq_us=110.0)
+    # 2 cores at 2.5x of 1,000 tx/s: 800 µs per booking; the floor is 200+80+20+150+100+110.
+    within = targets.floor_per_booking(_pipeline_run(1_000.0, raw))
+    assert within.endswith(": 660 µs; 2 cores sustain 2.5x at 800: within reach")
+    assert "relay" not in within and "raw publish 150" in within
+    # At 1,400 tx/s two cores allow 571 µs: the same floor is out of reach.
+    assert targets.floor_per_booking(_pipeline_run(1_400.0, raw)).endswith(
+        "at 571: out of reach on this machine"
+    )
+    assert targets.floor_per_booking(_pipeline_run(1_000.0, None)) == "not measured"
