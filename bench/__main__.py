@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import consumer_drain as drain
-from bench import pgbench, pipeline, relay, scenarios, targets
+from bench import http_floor, pgbench, pipeline, relay, scenarios, targets
 from bench.otlp_sink import sink
 from bench.targets import Row
 
@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     machine = pgbench.describe_machine()
     runs, piped, spans = measure_service(plan)
-    rows = targets.api_rows(runs, plan.options.variants[0].name) if "api" in plan.parts else []
+    api = "api" in plan.parts
+    floor = http_floor.measure(plan.options) if api else None
+    rows = targets.api_rows(runs, plan.options.variants[0].name, floor) if api else []
     rows += targets.pipeline_rows(piped) if "pipeline" in plan.parts else []
     drained, drain_problems = (
         asyncio.run(consumer_drain(plan.quick)) if "drain" in plan.parts else ([], [])

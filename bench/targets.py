@@ -9,6 +9,7 @@ import math
 import statistics
 from collections.abc import Callable
 
+from bench.http_floor import HttpFloor
 from bench.pipeline import PipelineRun
 from bench.scenarios import ServiceRun
 
@@ -35,8 +36,9 @@ def median_of(runs: list[ServiceRun], figure: Callable[[ServiceRun], float]) -> 
     return statistics.median(figure(run) for run in runs)
 
 
-def api_rows(runs: list[ServiceRun], reference: str) -> list[Row]:
-    """Targets 1-3 and 6, over the reference variant's runs (the median, with rounds)."""
+def api_rows(runs: list[ServiceRun], reference: str, floor: HttpFloor | None = None) -> list[Row]:
+    """Targets 1-3 and 6, over the reference variant's runs (the median, with rounds); and
+    aiohttp's own cost per answer beside what hot-100's target needs."""
 
     def of(name: str) -> list[ServiceRun]:
         return [run for run in runs if run.scenario.name == name and run.variant == reference]
@@ -45,7 +47,28 @@ def api_rows(runs: list[ServiceRun], reference: str) -> list[Row]:
     rows += rate_and_p99(of("hot-100"), "hot show, 100 clients", 4.5, 50, HOT_RATIO)
     spread = "x pgbench spread (1,000 shows, 20 clients)"
     rows += rate_and_p99(of("spread-100"), "1,000 shows, 100 clients", 1.0, 100, spread)
-    return rows + thousand_rows(of("hot-1000"))
+    rows += thousand_rows(of("hot-1000"))
+    return rows + ([floor_row(floor, of("hot-100"))] if floor else [])
+
+
+def floor_row(floor: HttpFloor, hot_100: list[ServiceRun]) -> Row:
+    """Bare aiohttp's CPU per answer, and what 4.5x hot-100 would need of one full core."""
+    measured = (
+        f"{floor.cpu_us_per_request:,.0f} µs CPU per answer ({floor.rate:,.0f} req/s,"
+        f" {floor.cpu_share:.2f} of a core)"
+    )
+    if hot_100:
+        base = median_of(hot_100, lambda run: run.baseline.rate)
+        api = median_of(hot_100, lambda run: run.cpu_us_per_request)
+        share = median_of(hot_100, lambda run: run.cpu_share)
+        needed = 1e6 / (4.5 * base)
+        measured += (
+            f"; hot-100's 4.5x needs ≤ {needed:,.0f} µs per answer from a full core, the API"
+            f" spent {api:,.0f} at {share:.2f} of a core"
+        )
+    return Row(
+        "API floor: bare aiohttp on uvloop, the same POST, 100 clients", measured, "reported", None
+    )
 
 
 def rate_and_p99(

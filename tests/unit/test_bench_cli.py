@@ -8,9 +8,11 @@ import sys
 import pytest
 
 import bench.__main__ as cli
-from bench import broker_floor, consumer_drain, targets
+from bench import broker_floor, consumer_drain, scenarios, targets
+from bench.http_floor import HttpFloor
 from bench.pgbench import Baseline
 from bench.pipeline import PipelineRun
+from bench.scenarios import ServiceRun
 from bench.targets import Row, render
 from bench.wrk import WrkResult
 
@@ -110,3 +112,19 @@ def test_the_pipeline_floor_takes_the_relay_consumers_and_rabbitmq_at_raw_cost()
         "at 571: out of reach on this machine"
     )
     assert targets.floor_per_booking(_pipeline_run(1_000.0, None)) == "not measured"
+
+
+def test_the_api_floor_row_says_what_hot_100_needs_of_a_full_core() -> None:
+    floor = HttpFloor(rate=12_000.0, cpu_us_per_request=80.0, cpu_share=1.0)
+    assert "needs" not in targets.floor_row(floor, []).measured
+    hot_100 = scenarios.SCENARIOS["hot-100"]
+    load = WrkResult(100, 2, 10.0, 40_000, 4_000.0, 1, 2, 3, 4, 5, 1, {201: 40_000}, {})
+    run = ServiceRun(
+        hot_100, "service", 1, Baseline("hot", 20, 1_600.0, 1.0, 2.0, 1), load, 8.0, 100.0,
+        100.0, 50.0, 0, [],
+    )  # fmt: skip
+    # 4.5x of 1,600 tx/s from one core: 139 µs per answer; the API spent 8 s on 40,000.
+    assert targets.floor_row(floor, [run]).measured == (
+        "80 µs CPU per answer (12,000 req/s, 1.00 of a core); hot-100's 4.5x needs ≤ 139 µs per"
+        " answer from a full core, the API spent 200 at 0.80 of a core"
+    )
