@@ -206,7 +206,7 @@ def measure_relay(plan: Plan) -> list[tuple[str, str, str, str]]:
     if "relay" not in plan.parts:
         return []
     print("  relay: throughput and latency against raw aio-pika ...", file=sys.stderr, flush=True)
-    return asyncio.run(relay.run(plan.relay_events, plan.relay_seconds))
+    return relay.measure(plan.relay_events, plan.relay_seconds)
 
 
 def describe(machine: dict[str, Any], plan: Plan, elapsed: float, tracing: str) -> str:

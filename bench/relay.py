@@ -9,6 +9,8 @@ Latency: bookings commit at a steady rate, as the API makes them (the service's 
 booking transaction); a consumer on a queue bound to the exchange stamps each
 arrival. Commit → delivered is an upper bound of commit → confirmed (it adds the delivery hop).
 The baseline publishes straight to RabbitMQ at the same rate: publish → delivered.
+All of it runs in this process on the loop and with the collector thresholds the relay is
+deployed with (uvloop, service.common.loop.run), the baseline included.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.broker import declare_events_exchange, unrouted_name
 from service.coalescer import BookingCoalescer
+from service.common.loop import run as run_on_service_loop
 from service.db.booking import book_requests
 from service.db.engine import create_engine, migrate, serializable_sessions
 from service.domain import BookingMade, BookingRequest
@@ -289,6 +292,12 @@ async def relay_latency(
     return percentiles(committed, arrivals)
 
 
+def measure(events: int, seconds: float) -> list[tuple[str, str, str, str]]:
+    """`run` on the loop and with the collector the relay is deployed with (`python -m service
+    relay`: service.common.loop.run). The raw baseline shares the process, so it has them too."""
+    return run_on_service_loop(run(events, seconds))
+
+
 def table_lines(rows: list[tuple[str, str, str, str]]) -> list[str]:
     header = ("measurement", "relay", "baseline (same run)", "ratio")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
@@ -305,7 +314,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000, help="backlog size (throughput)")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each latency run")
     args = parser.parse_args()
-    print("\n".join(table_lines(asyncio.run(run(args.events, args.seconds)))))
+    print("\n".join(table_lines(measure(args.events, args.seconds))))
 
 
 if __name__ == "__main__":
