@@ -65,8 +65,8 @@ MUTANTS = [
         "relay-publish-timeout-ignored",
         "a hung broker (no confirms, nothing closed) is left by the relay's publish timeout",
         "service/relay/publisher.py",
-        "timeout=self._publish_timeout",
-        "timeout=None",
+        "await asyncio.wait(publishing, timeout=self._publish_timeout)",
+        "await asyncio.wait(publishing)",
         ("tests/integration/test_relay.py::test_publish_that_hangs_times_out_and_recovers",),
     ),
     Mutant(
