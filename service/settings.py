@@ -178,7 +178,10 @@ class _Relay(BaseSettings):
     # At most 8 s: the leader says nothing to PostgreSQL while it waits for confirms, and a
     # leader silent for 10 s is taken for dead (service/db/bounds.py, RELAY).
     relay_publish_timeout: Seconds = setting(
-        5.0, "seconds a publish may wait for RabbitMQ's confirm (at most 8)", ge=0.1, le=8
+        5.0,
+        "seconds a batch's publishes may wait for RabbitMQ's confirms (at most 8)",
+        ge=0.1,
+        le=8,
     )
     relay_max_backoff: Seconds = setting(
         10.0, "cap, in seconds, of the relay's reconnect backoff", ge=0.1, le=600

@@ -101,7 +101,7 @@ def pooled(lock_wait: float) -> SessionBounds:
 # next statement (command, 5 s) and steps down before its session is ended (idle_session,
 # 10 s after its last statement), which is when a standby can take the lead.
 RELAY = SessionBounds(command=5.0, statement=4.0, idle_in_transaction=5.0, idle_session=10.0)
-# The longest a relay's publish may wait for its confirms: the leader's connection says nothing
+# The longest a relay's batch may wait for its confirms: the leader's connection says nothing
 # meanwhile, and must not look dead.
 RELAY_LONGEST_SILENCE = 8.0
 
